@@ -1,0 +1,1 @@
+"""asv benchmarks, one module per kernel family (see asv.conf.json)."""

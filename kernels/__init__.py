@@ -1,0 +1,42 @@
+"""Fast CPU kernels for embedded machine learning.
+
+Proximal shrinkage (``kernels.prox``), with sparse inference and
+variance-reduced gradient updates to follow, each over three interchangeable
+backends: "cython", "numba" and the "numpy" reference.
+"""
+
+from kernels._backend import (
+    available_backends,
+    get_backend,
+    set_backend,
+    use_backend,
+)
+from kernels.prox import (
+    cumulative_l1,
+    keep_top_k,
+    project_box,
+    project_l1_ball,
+    prox_elastic_net,
+    prox_group_l1,
+    prox_l0,
+    prox_l1,
+    prox_sparse_group_l1,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "available_backends",
+    "get_backend",
+    "set_backend",
+    "use_backend",
+    "prox_l1",
+    "prox_elastic_net",
+    "prox_group_l1",
+    "prox_sparse_group_l1",
+    "prox_l0",
+    "keep_top_k",
+    "project_l1_ball",
+    "project_box",
+    "cumulative_l1",
+]

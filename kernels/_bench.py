@@ -1,0 +1,541 @@
+"""The side-by-side speed table of ``python -m kernels bench``.
+
+A row of the table is a ``BenchCase``: one kernel on one input, with the
+NumPy expression a user would write instead as its baseline.  Each family
+registers a function that returns its cases (``@register("prox")``); the
+runner times every case with the baseline, each available backend and
+``np.copyto`` of the same array, all in one process and one run.  A new
+family (sparse products, solvers) adds its rows by registering such a
+function; the runner and the table do not change.
+
+Timings are medians of repeated samples after a warm-up call (which is
+where Numba compiles, or loads its cache), with BLAS pinned to one thread;
+the samples of a row's implementations are interleaved, so that they all
+see the same state of a noisy machine.
+The asv suite in bench/ keeps its own copy of this timing loop on purpose:
+asv runs the working tree's benchmarks against builds of older commits, so
+they must not import a private module of the package.
+"""
+
+import dataclasses
+import datetime
+import functools
+import itertools
+import json
+import math
+import shutil
+import statistics
+import sys
+import time
+import types
+from collections.abc import Callable
+
+import numpy as np
+
+import kernels
+from kernels import _info
+from kernels._backend import available_backends
+
+# A timed sample loops over the call until it lasts this long, so that the
+# clock's resolution and overhead do not matter for microsecond calls.
+SAMPLE_SECONDS = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchCase:
+    """One row: ``kernel`` (the name shown) on an input of ``shape`` and
+    ``dtype``.
+
+    ``make_inputs()`` returns the inputs as a namespace, outputs
+    preallocated so that the kernel is timed, not the allocation; it is
+    called once per run of the case.  ``baseline(inputs)`` is the plain
+    NumPy expression, ``ours(inputs, backend)`` the public function with
+    ``backend=``.  ``bytes_moved`` is what the kernel must move in the cost
+    model (ALGORITHMS.md section 6), ``copy_of`` the input whose
+    ``np.copyto`` bandwidth it is compared with.
+    """
+
+    kernel: str
+    shape: tuple
+    dtype: str
+    make_inputs: Callable[[], types.SimpleNamespace]
+    baseline: Callable[[types.SimpleNamespace], object]
+    ours: Callable[[types.SimpleNamespace, str], object]
+    bytes_moved: int
+    copy_of: str = "x"
+
+
+_FAMILIES = {}
+
+
+def register(family):
+    """Decorator: ``cases(quick)`` of a family, a list of ``BenchCase``
+    (``quick`` asks for inputs small enough for a run of seconds)."""
+
+    def decorate(cases):
+        _FAMILIES[family] = cases
+        return cases
+
+    return decorate
+
+
+def all_cases(quick):
+    return [case for cases in _FAMILIES.values() for case in cases(quick)]
+
+
+# Timing ---------------------------------------------------------------
+
+
+def _seconds_per_call(call, number):
+    start = time.perf_counter()
+    for _ in range(number):
+        call()
+    return (time.perf_counter() - start) / number
+
+
+def _error(exc):
+    return f"{type(exc).__name__}: {exc}"
+
+
+def interleaved_medians(calls, *, budget, min_rounds=5, max_rounds=100):
+    """Median seconds per call of each of ``calls`` (a dict name -> call,
+    each warmed up already), timed in rounds of one sample of every call,
+    so that all of them see the same state of the machine (clock frequency,
+    other processes).  At least ``min_rounds``, more while ``budget``
+    seconds last.  A sample loops over its call for at least
+    ``SAMPLE_SECONDS``.  Returns name -> {"seconds": median} or, for a call
+    that raised, name -> {"error": message}."""
+    results, numbers = {}, {}
+    for name, call in calls.items():
+        try:
+            first = _seconds_per_call(call, 1)
+        except Exception as exc:
+            results[name] = {"error": _error(exc)}
+        else:
+            numbers[name] = max(1, int(SAMPLE_SECONDS / max(first, 1e-9)))
+    samples = {name: [] for name in numbers}
+    deadline = time.perf_counter() + budget
+    rounds = 0
+    while samples and rounds < max_rounds:
+        if rounds >= min_rounds and time.perf_counter() > deadline:
+            break
+        for name in list(samples):
+            try:
+                samples[name].append(_seconds_per_call(calls[name], numbers[name]))
+            except Exception as exc:
+                results[name] = {"error": _error(exc)}
+                del samples[name]
+        rounds += 1
+    for name, times in samples.items():
+        results[name] = {"seconds": statistics.median(times)}
+    return {name: results[name] for name in calls}
+
+
+class _SingleThreadBlas:
+    """Limit BLAS to one thread for the run, when threadpoolctl is there."""
+
+    def __enter__(self):
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:
+            self.limits = None
+            return "not pinned (threadpoolctl is not installed)"
+        self.limits = threadpool_limits(limits=1, user_api="blas")
+        return "1 thread (threadpoolctl)"
+
+    def __exit__(self, *exc_info):
+        if self.limits is not None:
+            self.limits.restore_original_limits()
+
+
+class _Progress:
+    """A one-line progress bar, redrawn with carriage returns, on a
+    terminal only (a log file would get every redraw)."""
+
+    def __init__(self, total, stream=sys.stderr, width=30):
+        self.total, self.stream, self.width = total, stream, width
+        self.done = 0
+        self.active = total > 0 and stream.isatty()
+        self.columns = shutil.get_terminal_size().columns - 1
+
+    def show(self, label):
+        if self.active:
+            filled = self.width * self.done // self.total
+            bar = "#" * filled + "." * (self.width - filled)
+            line = f"[{bar}] {self.done}/{self.total} {label}"
+            self.stream.write(f"\r{line[: self.columns]:<{self.columns}}")
+            self.stream.flush()
+
+    def advance(self):
+        self.done += 1
+
+    def close(self):
+        if self.active:
+            self.stream.write("\r" + " " * self.columns + "\r")
+            self.stream.flush()
+
+
+def _run_case(case, backends, budget, bar):
+    """Time one case: np.copyto of its array, the baseline, each backend."""
+    name = f"{case.kernel} {_size(case.shape)} {case.dtype}"
+    inputs = case.make_inputs()
+    source = getattr(inputs, case.copy_of)
+    target = np.empty_like(source)
+    calls = {
+        "copy": lambda: np.copyto(target, source),
+        "baseline": lambda: case.baseline(inputs),
+        **{b: functools.partial(case.ours, inputs, b) for b in backends},
+    }
+    warm = {}
+    for label, call in calls.items():
+        bar.show(f"{name}: warm-up {label}")
+        try:
+            call()  # where Numba compiles (or loads its cache)
+        except Exception as exc:  # one broken kernel must not hide the others
+            warm[label] = {"error": _error(exc)}
+    bar.show(f"{name}: timing")
+    timed = interleaved_medians(
+        {label: call for label, call in calls.items() if label not in warm},
+        budget=budget,
+    )
+    bar.advance()
+    measured = {**warm, **timed}
+    copy_gbps = _gbps(2 * source.nbytes, measured["copy"])
+    baseline = measured["baseline"]
+    results = {}
+    for backend in backends:
+        result = measured[backend]
+        if "seconds" in result:
+            result["gbps"] = _gbps(case.bytes_moved, result)
+            if "seconds" in baseline:
+                result["speedup"] = baseline["seconds"] / result["seconds"]
+            if copy_gbps:
+                result["percent_of_copy"] = 100 * result["gbps"] / copy_gbps
+        results[backend] = result
+    return {
+        "kernel": case.kernel,
+        "shape": list(case.shape),
+        "dtype": case.dtype,
+        "bytes_moved": case.bytes_moved,
+        "copy_gbps": copy_gbps,
+        "baseline": baseline,
+        "backends": results,
+    }
+
+
+def run(quick=False, progress=True):
+    """Time every registered case; return the results as a JSON-able dict."""
+    backends = available_backends()
+    cases = all_cases(quick)
+    budget = 0.2 if quick else 2.0
+    bar = _Progress(len(cases) if progress else 0)
+    with _SingleThreadBlas() as blas:
+        rows = [_run_case(case, backends, budget, bar) for case in cases]
+    bar.close()
+    return {"header": _header(quick, backends, blas), "rows": rows}
+
+
+def _gbps(nbytes, measured):
+    seconds = measured.get("seconds")
+    return nbytes / seconds / 1e9 if seconds else None
+
+
+def _header(quick, backends, blas):
+    threads = f"BLAS {blas}"
+    if "cython" in backends:
+        try:
+            threads += f"; cython backend built with OpenMP {_info.openmp()}"
+        except Exception as exc:
+            threads += f"; cython backend OpenMP unknown ({_error(exc)})"
+    return {
+        "title": f"embedded-kernels {kernels.__version__}: python -m kernels bench"
+        + (" --quick" if quick else ""),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M UTC"
+        ),
+        "machine": _info.machine(),
+        "versions": _info.versions(),
+        "backends": backends,
+        "threads": threads,
+        "method": (
+            "medians of repeated timings, interleaved, after a warm-up call "
+            "(JIT compiled before timing); speedup = NumPy expr time / backend "
+            "time; GB/s = bytes the kernel must move (read x + write out; "
+            "cumulative_l1 reads and writes w and received) / time; % copy = "
+            "that GB/s over np.copyto's GB/s on the same array, timed alongside"
+        ),
+    }
+
+
+# Formatting -----------------------------------------------------------
+
+
+def _size(shape):
+    if len(shape) == 1:
+        n = shape[0]
+        exponent = round(math.log10(n)) if n > 0 else 0
+        return f"1e{exponent}" if n == 10**exponent and n >= 1000 else str(n)
+    return "x".join(str(n) for n in shape)
+
+
+def _time(measured):
+    seconds = measured.get("seconds")
+    if seconds is None:
+        return "error"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale or unit == "us":
+            return f"{seconds / scale:.3g} {unit}"
+
+
+def _number(value, template):
+    return "-" if value is None else template.format(value)
+
+
+def format_table(results):
+    """The results as header lines and a Markdown table, columns aligned."""
+    header = results["header"]
+    backends = header["backends"]
+    columns = ["kernel", "size", "dtype", "NumPy expr", "copy GB/s"]
+    for backend in backends:
+        columns += [backend, "speedup", "GB/s", "% copy"]
+    table = []
+    for row in results["rows"]:
+        cells = [
+            row["kernel"],
+            _size(row["shape"]),
+            row["dtype"],
+            _time(row["baseline"]),
+            _number(row["copy_gbps"], "{:.1f}"),
+        ]
+        for backend in backends:
+            result = row["backends"][backend]
+            cells += [
+                _time(result),
+                _number(result.get("speedup"), "{:.3g}x"),
+                _number(result.get("gbps"), "{:.1f}"),
+                _number(result.get("percent_of_copy"), "{:.0f}%"),
+            ]
+        table.append(cells)
+    widths = [
+        max(len(c) for c in column) for column in zip(columns, *table, strict=True)
+    ]
+    left = 3  # kernel, size and dtype are text; the rest are numbers
+
+    def line(cells):
+        padded = (
+            cell.ljust(w) if i < left else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            ":" + "-" * (w + 1) if i < left else "-" * (w + 1) + ":"
+            for i, w in enumerate(widths)
+        )
+        + "|"
+    )
+    lines = [
+        header["title"],
+        f"date: {header['date']}",
+        f"machine: {header['machine']}",
+        f"versions: {header['versions']}",
+        f"threads: {header['threads']}",
+        f"method: {header['method']}",
+        "",
+        line(columns),
+        rule,
+        *(line(cells) for cells in table),
+    ]
+    errors = [
+        f"{row['kernel']} {_size(row['shape'])} {row['dtype']}, {name}: {error}"
+        for row in results["rows"]
+        for name, error in _errors(row)
+    ]
+    if errors:
+        lines += ["", "errors:", *errors]
+    return "\n".join(lines)
+
+
+def _errors(row):
+    measured = [("NumPy expr", row["baseline"]), *row["backends"].items()]
+    return [(name, result["error"]) for name, result in measured if "error" in result]
+
+
+def failed(results):
+    """Whether any measurement of the run raised."""
+    return any(_errors(row) for row in results["rows"])
+
+
+def main(quick=False, as_json=False):
+    results = run(quick=quick)
+    print(json.dumps(results, indent=2) if as_json else format_table(results))
+    return 1 if failed(results) else 0
+
+
+# Cases: proximal operators (kernels.prox) -----------------------------
+
+
+def _inputs(shape, dtype, **extra):
+    """A standard normal ``x`` (reproducible), a preallocated ``out``, and
+    ``extra`` values (a callable is given ``x``)."""
+    x = np.random.default_rng(0).standard_normal(shape, dtype=np.dtype(dtype))
+    values = {k: v(x) if callable(v) else v for k, v in extra.items()}
+    return types.SimpleNamespace(x=x, out=np.empty_like(x), **values)
+
+
+def _streaming(kernel, shape, dtype, baseline, ours, **extra):
+    """A case whose kernel reads ``x`` once and writes ``out`` once."""
+    itemsize = np.dtype(dtype).itemsize
+    return BenchCase(
+        kernel=kernel,
+        shape=tuple(shape),
+        dtype=np.dtype(dtype).name,
+        make_inputs=lambda: _inputs(shape, dtype, **extra),
+        baseline=baseline,
+        ours=ours,
+        bytes_moved=2 * math.prod(shape) * itemsize,
+    )
+
+
+def _soft_threshold_expression(x, threshold, out):
+    np.multiply(np.sign(x), np.maximum(np.abs(x) - threshold, 0), out=out)
+
+
+def _group_expression(x, threshold, axis, out):
+    norms = np.linalg.norm(x, axis=axis, keepdims=True)
+    np.multiply(x, np.maximum(1 - threshold / norms, 0), out=out)
+
+
+def _top_k_expression(x, k, out):
+    keep = np.argpartition(np.abs(x), x.size - k)[x.size - k :]
+    out.fill(0)
+    out[keep] = x[keep]
+
+
+def _l1_ball_expression(x, radius, out):
+    """Duchi et al. (2008): sort the magnitudes, find the threshold."""
+    u = np.sort(np.abs(x))[::-1]
+    excess = np.cumsum(u) - radius
+    rho = np.flatnonzero(u * np.arange(1, u.size + 1) > excess)[-1]
+    _soft_threshold_expression(x, excess[rho] / (rho + 1), out)
+
+
+def _cumulative_l1_expression(w, received, total):
+    z = w.copy()
+    w[...] = np.where(
+        z > 0,
+        np.maximum(z - (total + received), 0),
+        np.where(z < 0, np.minimum(z + (total - received), 0), z),
+    )
+    received += w - z
+
+
+def _cumulative_l1(n, dtype):
+    """In place on w and received: reads and writes both.  ``total``
+    alternates between two values, so that every non-zero weight moves on
+    every call, as in training (with ``total`` fixed, the calls after the
+    first would change nothing, and a kernel could skip its writes)."""
+    itemsize = np.dtype(dtype).itemsize
+
+    def make_inputs():
+        w = np.random.default_rng(0).standard_normal(n, dtype=np.dtype(dtype))
+        totals = itertools.cycle((0.1, 0.2))
+        return types.SimpleNamespace(w=w, received=np.zeros_like(w), totals=totals)
+
+    return BenchCase(
+        kernel="cumulative_l1",
+        shape=(n,),
+        dtype=np.dtype(dtype).name,
+        make_inputs=make_inputs,
+        baseline=lambda a: _cumulative_l1_expression(a.w, a.received, next(a.totals)),
+        ours=lambda a, b: kernels.cumulative_l1(
+            a.w, a.received, next(a.totals), backend=b
+        ),
+        bytes_moved=4 * n * itemsize,
+        copy_of="w",
+    )
+
+
+@register("prox")
+def prox_cases(quick):
+    n = 10**6 if quick else 10**7
+    rows = 1024 if quick else 4096
+    f32, f64 = np.float32, np.float64
+    sizes = [n] if quick else [10**3, 10**5, n]
+    prox_l1 = [(size, f32) for size in sizes] + [(n, f64)]
+    return [
+        *(
+            _streaming(
+                "prox_l1",
+                (size,),
+                dtype,
+                lambda a: _soft_threshold_expression(a.x, a.t, a.out),
+                lambda a, b: kernels.prox_l1(a.x, a.t, out=a.out, backend=b),
+                t=0.5,
+            )
+            for size, dtype in prox_l1
+        ),
+        _streaming(
+            "prox_elastic_net",
+            (n,),
+            f32,
+            lambda a: np.divide(
+                np.sign(a.x) * np.maximum(np.abs(a.x) - a.l1, 0), 1 + a.l2, out=a.out
+            ),
+            lambda a, b: kernels.prox_elastic_net(
+                a.x, a.l1, a.l2, out=a.out, backend=b
+            ),
+            l1=0.5,
+            l2=0.1,
+        ),
+        _streaming(
+            "prox_l0",
+            (n,),
+            f32,
+            lambda a: np.multiply(a.x, np.abs(a.x) > np.sqrt(2 * a.t), out=a.out),
+            lambda a, b: kernels.prox_l0(a.x, a.t, out=a.out, backend=b),
+            t=0.5,
+        ),
+        _streaming(
+            "project_box",
+            (n,),
+            f32,
+            lambda a: np.clip(a.x, -1.0, 1.0, out=a.out),
+            lambda a, b: kernels.project_box(a.x, -1.0, 1.0, out=a.out, backend=b),
+        ),
+        # Thresholds near a typical group norm: about half the groups vanish.
+        _streaming(
+            "prox_group_l1 rows",
+            (rows, 1024),
+            f32,
+            lambda a: _group_expression(a.x, 32.0, 1, a.out),
+            lambda a, b: kernels.prox_group_l1(a.x, 32.0, "rows", out=a.out, backend=b),
+        ),
+        _streaming(
+            "prox_group_l1 cols",
+            (rows, 1024),
+            f32,
+            lambda a: _group_expression(a.x, math.sqrt(rows), 0, a.out),
+            lambda a, b: kernels.prox_group_l1(
+                a.x, math.sqrt(rows), "cols", out=a.out, backend=b
+            ),
+        ),
+        _streaming(
+            "keep_top_k 10%",
+            (n,),
+            f32,
+            lambda a: _top_k_expression(a.x, n // 10, a.out),
+            lambda a, b: kernels.keep_top_k(a.x, n // 10, out=a.out, backend=b),
+        ),
+        _streaming(
+            "project_l1_ball",
+            (n,),
+            f32,
+            lambda a: _l1_ball_expression(a.x, a.radius, a.out),
+            lambda a, b: kernels.project_l1_ball(a.x, a.radius, out=a.out, backend=b),
+            radius=lambda x: 0.1 * float(np.abs(x).sum(dtype=np.float64)),
+        ),
+        _cumulative_l1(n, f32),
+    ]

@@ -1,0 +1,173 @@
+"""Input validation shared by every public function.
+
+Compiled kernels run without bounds checks, so everything a kernel trusts is
+checked here, once, at the API boundary.  Bad values and shapes raise
+ValueError, bad types TypeError, and every message names the argument, what
+was expected and what was given.
+
+dtype rules (DESIGN.md): float32 and float64 are kept as they are; integer,
+boolean and other real floating dtypes are converted (float16 to float32,
+everything else to float64); complex, object and string data are a
+TypeError.
+"""
+
+import math
+import numbers
+import operator
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype} and shape {value.shape}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def result_dtype(dtype, name):
+    """The floating dtype an input of ``dtype`` is computed in."""
+    dtype = np.dtype(dtype)
+    if dtype in FLOAT_DTYPES:
+        return dtype
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    if dtype.kind in "biuf":
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{name} must hold real numbers (float32 or float64, or a type "
+        f"converted to them), got dtype {dtype}"
+    )
+
+
+def as_float_array(x, name="x", dtype=None):
+    """``x`` as a C-contiguous float32 or float64 array (no copy when it
+    already is one), converted by the module's dtype rules or to ``dtype``."""
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be array-like, got {_describe(x)}") from exc
+    natural = result_dtype(x.dtype, name)
+    target = natural if dtype is None else np.dtype(dtype)
+    return np.ascontiguousarray(x, dtype=target)
+
+
+def require_finite(x, name):
+    """ValueError unless every entry of ``x`` is finite."""
+    if x.size and not np.isfinite(x).all():
+        raise ValueError(f"{name} must be finite, but it contains NaN or inf")
+
+
+def scalar(value, name, *, minimum=None, allow_inf=True):
+    """A real scalar as a Python float: not NaN, at least ``minimum``,
+    finite unless ``allow_inf``."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
+    if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{name} must not be NaN")
+    if not allow_inf and math.isinf(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def integer(value, name, *, minimum=None, maximum=None):
+    """An integer (Python or NumPy, not bool) within the given bounds."""
+    if isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be an integer, got {_describe(value)}")
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {_describe(value)}") from None
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def cast(value, dtype):
+    """A Python float as a scalar of ``dtype``; values beyond float32's range
+    become +-inf without a warning (a threshold of 1e300 zeroes everything
+    in float32 as it does in float64)."""
+    with np.errstate(over="ignore"):
+        return dtype(value)
+
+
+def is_scalar(value):
+    return np.ndim(value) == 0
+
+
+def per_coordinate(value, name, shape, dtype, *, minimum=None):
+    """An array broadcastable to ``shape``, returned C-contiguous with that
+    shape and ``dtype`` (broadcasting materialises a full-size copy)."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")
+    if np.isnan(array).any():
+        raise ValueError(f"{name} must not contain NaN")
+    if minimum is not None and (array < minimum).any():
+        raise ValueError(f"{name} must be >= {minimum} everywhere")
+    try:
+        array = np.broadcast_to(array, shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be a scalar or broadcastable to shape {shape}, "
+            f"got shape {array.shape}"
+        ) from None
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(array, dtype=dtype)
+
+
+def output_buffer(out, x, name="out"):
+    """The C-contiguous array a kernel writes into for output ``out``.
+
+    ``out=None`` allocates; ``out`` must otherwise be a writable ndarray of
+    ``x``'s shape and dtype.  ``out`` may be ``x`` itself (in place).  When
+    ``out`` is not C-contiguous, or overlaps ``x`` without being it, the
+    kernel writes a temporary that ``deliver`` copies into ``out``.
+    """
+    if out is None:
+        return np.empty_like(x)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array or None, got {_describe(out)}")
+    if out.shape != x.shape:
+        raise ValueError(f"{name} must have shape {x.shape}, got shape {out.shape}")
+    if out.dtype != x.dtype:
+        raise ValueError(f"{name} must have dtype {x.dtype}, got dtype {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} must be writable")
+    aliased = out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
+    if not out.flags.c_contiguous or (
+        not aliased and np.may_share_memory(out, x)
+    ):
+        return np.empty_like(x)
+    return out
+
+
+def deliver(out, buffer):
+    """Return the result of a kernel that wrote ``buffer`` for ``out``."""
+    if out is None or out is buffer:
+        return buffer
+    out[...] = buffer
+    return out
+
+
+def inplace_array(w, name):
+    """A floating array that a kernel updates in place: float32 or float64,
+    C-contiguous and writable (no conversion is possible in place)."""
+    if not isinstance(w, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array, got {_describe(w)}")
+    if w.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {w.dtype}")
+    if not w.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous to be updated in place")
+    if not w.flags.writeable:
+        raise ValueError(f"{name} must be writable")
+    return w

@@ -1,0 +1,3 @@
+"""Compiled Cython kernels: setup.py builds each ``pyx/<name>.pyx`` into the
+extension module ``kernels._cy.<name>`` placed here (``pip install -e .``
+writes the shared objects into this directory of the source tree)."""

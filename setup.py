@@ -1,0 +1,124 @@
+"""Build every ``pyx/<name>.pyx`` into the extension ``kernels._cy.<name>``.
+
+Metadata lives in pyproject.toml; this file only describes the compiled part.
+No NumPy import and no NumPy headers (the Cython code uses typed memoryviews
+only), so a cross build needs no NumPy for the target.
+
+Environment variables:
+
+* ``KERNELS_CFLAGS``: extra compiler flags appended after ours, for example
+  ``-mcpu=cortex-a72`` or ``-march=native`` (the default build is portable).
+* ``KERNELS_NO_OPENMP=1``: build serial kernels even if the compiler supports
+  OpenMP.
+
+OpenMP is used when the compiler that ``build_ext`` actually runs (``CC``
+when set, so a cross compiler is the one tested) compiles and links a small
+OpenMP program; otherwise the build is serial.
+"""
+
+import os
+import shlex
+import tempfile
+from glob import glob
+from pathlib import Path
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+from setuptools.errors import CompileError, LinkError
+
+CYTHON_DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": False,
+    "wraparound": False,
+    "cdivision": True,
+    "initializedcheck": False,
+    "binding": True,
+    "embedsignature": True,
+}
+
+# (optimisation flags, OpenMP compile flags, OpenMP link flags) by compiler.
+COMPILER_FLAGS = {
+    "msvc": (["/O2"], ["/openmp"], []),
+    "unix": (["-O3"], ["-fopenmp"], ["-fopenmp"]),
+}
+
+OPENMP_TEST = r"""
+#include <omp.h>
+int main(void) {
+    int n = 0;
+    #pragma omp parallel reduction(+:n)
+    n += 1;
+    return (n > 0 && omp_get_max_threads() > 0) ? 0 : 1;
+}
+"""
+
+
+def _compiler_flags(compiler):
+    return COMPILER_FLAGS.get(compiler.compiler_type, COMPILER_FLAGS["unix"])
+
+
+def _compiles_with_openmp(compiler, cflags, omp_cflags, omp_ldflags):
+    """Compile and link (never run) OPENMP_TEST with ``compiler``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "openmp_test.c"
+        source.write_text(OPENMP_TEST)
+        try:
+            objects = compiler.compile(
+                [str(source)], output_dir=tmp, extra_postargs=cflags + omp_cflags
+            )
+            compiler.link_executable(
+                objects, "openmp_test", output_dir=tmp, extra_postargs=omp_ldflags
+            )
+        except (CompileError, LinkError):
+            return False
+    return True
+
+
+class BuildExt(build_ext):
+    """build_ext that cythonizes, then picks OpenMP or serial for the
+    compiler it is about to use."""
+
+    def build_extensions(self):
+        extra_cflags = shlex.split(os.environ.get("KERNELS_CFLAGS", ""))
+        opt_flags, omp_cflags, omp_ldflags = _compiler_flags(self.compiler)
+        cflags = opt_flags + extra_cflags
+        if os.environ.get("KERNELS_NO_OPENMP", "") == "1":
+            use_openmp, why = False, "KERNELS_NO_OPENMP=1"
+        else:
+            use_openmp = _compiles_with_openmp(
+                self.compiler, cflags, omp_cflags, omp_ldflags
+            )
+            why = "compiler supports it" if use_openmp else "compiler lacks it"
+        compiler = getattr(self.compiler, "compiler_so", [self.compiler.compiler_type])
+        print(
+            f"embedded-kernels: {'OpenMP' if use_openmp else 'serial'} build "
+            f"({why}; compiler {compiler[0]})",
+            flush=True,
+        )
+        for ext in self.extensions:
+            ext.extra_compile_args = cflags + (omp_cflags if use_openmp else [])
+            ext.extra_link_args = omp_ldflags if use_openmp else []
+        super().build_extensions()
+
+    def run(self):
+        # cythonize() returns new Extension objects; keep ours (setuptools has
+        # annotated them in finalize_options) and take only the C sources.
+        generated = cythonize(
+            self.extensions,
+            compiler_directives=CYTHON_DIRECTIVES,
+            build_dir=os.path.join(self.build_temp, "cython"),
+            quiet=True,
+        )
+        sources = {ext.name: ext.sources for ext in generated}
+        for ext in self.extensions:
+            ext.sources = sources[ext.name]
+        super().run()
+
+
+extensions = [
+    Extension(f"kernels._cy.{Path(source).stem}", [source])
+    for source in sorted(glob("pyx/*.pyx"))
+]
+
+setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt})
