@@ -71,8 +71,7 @@ def _check_name(name, source):
     name = name.strip().lower()
     if name not in BACKENDS:
         raise ValueError(
-            f"{source} must be one of {', '.join(map(repr, BACKENDS))}, "
-            f"got {name!r}"
+            f"{source} must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}"
         )
     if not _is_available(name):
         raise ValueError(
@@ -91,7 +90,7 @@ def get_backend():
     env = os.environ.get("KERNELS_BACKEND")
     if env:
         return _check_name(env, "KERNELS_BACKEND")
-    return available_backends()[0]
+    return next(name for name in BACKENDS if _is_available(name))
 
 
 def set_backend(name):
@@ -113,6 +112,12 @@ def use_backend(name):
 
 
 def kernels_for(family, backend=None):
-    """The kernel module of ``family`` in the requested (or current) backend."""
-    name = get_backend() if backend is None else _check_name(backend, "backend")
-    return _load(name, family)
+    """The kernel module of ``family`` in the requested (or current) backend.
+
+    Called on every public call: an available backend's canonical name is a
+    single dict look-up."""
+    name = get_backend() if backend is None else backend
+    module = _modules.get((name, family)) if isinstance(name, str) else None
+    if module is None:
+        module = _load(_check_name(name, "backend"), family)
+    return module

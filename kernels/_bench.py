@@ -513,6 +513,15 @@ def prox_cases(quick):
             lambda a: _group_expression(a.x, 32.0, 1, a.out),
             lambda a, b: kernels.prox_group_l1(a.x, 32.0, "rows", out=a.out, backend=b),
         ),
+        # In place, as a training loop applies it (W <- prox(W)); a small
+        # threshold keeps the rows alive over thousands of calls.
+        _streaming(
+            "prox_group_l1 rows in place",
+            (rows, 1024),
+            f32,
+            lambda a: _group_expression(a.x, 1e-3, 1, a.x),
+            lambda a, b: kernels.prox_group_l1(a.x, 1e-3, "rows", out=a.x, backend=b),
+        ),
         _streaming(
             "prox_group_l1 cols",
             (rows, 1024),

@@ -92,16 +92,20 @@ def integer(value, name, *, minimum=None, maximum=None):
     return value
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def cast(value, dtype):
     """A Python float as a scalar of ``dtype``; values beyond float32's range
     become +-inf without a warning (a threshold of 1e300 zeroes everything
     in float32 as it does in float64)."""
-    with np.errstate(over="ignore"):
-        return dtype(value)
+    if dtype is np.float32 and abs(value) > _FLOAT32_MAX:
+        value = math.copysign(math.inf, value)
+    return dtype(value)
 
 
 def is_scalar(value):
-    return np.ndim(value) == 0
+    return isinstance(value, float | int) or np.ndim(value) == 0
 
 
 def per_coordinate(value, name, shape, dtype, *, minimum=None):
@@ -135,6 +139,8 @@ def output_buffer(out, x, name="out"):
     """
     if out is None:
         return np.empty_like(x)
+    if out is x and out.flags.writeable:
+        return out
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array or None, got {_describe(out)}")
     if out.shape != x.shape:
@@ -143,10 +149,7 @@ def output_buffer(out, x, name="out"):
         raise ValueError(f"{name} must have dtype {x.dtype}, got dtype {out.dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name} must be writable")
-    aliased = out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
-    if not out.flags.c_contiguous or (
-        not aliased and np.may_share_memory(out, x)
-    ):
+    if not out.flags.c_contiguous or np.may_share_memory(out, x):
         return np.empty_like(x)
     return out
 

@@ -84,7 +84,9 @@ def _group_layout(groups, shape):
             return "ptr", np.arange(shape[0] + 1, dtype=np.int64) * shape[1]
         if groups == "cols":
             return "cols", None
-        raise ValueError(f'groups must be "rows", "cols", an int or sizes, got {groups!r}')
+        raise ValueError(
+            f'groups must be "rows", "cols", an int or sizes, got {groups!r}'
+        )
     if _checks.is_scalar(groups):
         group_size = _checks.integer(groups, "groups", minimum=1)
         if size % group_size:
@@ -94,7 +96,9 @@ def _group_layout(groups, shape):
         return "ptr", np.arange(0, size + 1, group_size, dtype=np.int64)
     sizes = np.asarray(groups)
     if sizes.size and sizes.dtype.kind not in "iu":
-        raise TypeError(f"groups (group sizes) must be integers, got dtype {sizes.dtype}")
+        raise TypeError(
+            f"groups (group sizes) must be integers, got dtype {sizes.dtype}"
+        )
     if sizes.ndim != 1:
         raise ValueError(
             f"groups must be a 1-D array of integer group sizes, got {sizes.dtype} "
@@ -162,7 +166,9 @@ def prox_group_l1(x, threshold, groups, weights=None, out=None, backend=None):
     return _group_shrink(x, 0.0, threshold, groups, weights, out, backend)
 
 
-def prox_sparse_group_l1(x, l1, threshold, groups, weights=None, out=None, backend=None):
+def prox_sparse_group_l1(
+    x, l1, threshold, groups, weights=None, out=None, backend=None
+):
     """The prox of the sparse group lasso
     ``l1 * ||x||_1 + threshold * sum_g weights[g] * ||x_g||_2``:
     soft threshold by ``l1``, then group-shrink as ``prox_group_l1``."""
@@ -179,7 +185,9 @@ def prox_l0(x, threshold, out=None, backend=None):
     threshold = _checks.scalar(threshold, "threshold", minimum=0.0)
     buffer = _checks.output_buffer(out, x)
     cutoff = _checks.cast(np.sqrt(2.0 * threshold), x.dtype.type)
-    kernels_for("prox", backend).hard_threshold(x.reshape(-1), cutoff, buffer.reshape(-1))
+    kernels_for("prox", backend).hard_threshold(
+        x.reshape(-1), cutoff, buffer.reshape(-1)
+    )
     return _checks.deliver(out, buffer)
 
 
@@ -246,7 +254,9 @@ def project_box(x, lower, upper, out=None, backend=None):
         if lo > hi:
             raise ValueError(f"lower must be <= upper, got lower={lo} > upper={hi}")
         kernels.clip(
-            x.reshape(-1), _checks.cast(lo, dtype), _checks.cast(hi, dtype),
+            x.reshape(-1),
+            _checks.cast(lo, dtype),
+            _checks.cast(hi, dtype),
             buffer.reshape(-1),
         )
     else:

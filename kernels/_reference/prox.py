@@ -33,9 +33,7 @@ def soft_threshold(x, threshold, scale, out):
     inside the threshold become ``+-0.0`` (the sign of ``x`` is kept).
     O(n) time; moves 2 * n * itemsize bytes.
     """
-    np.multiply(
-        np.copysign(np.maximum(np.abs(x) - threshold, 0), x), scale, out=out
-    )
+    np.multiply(np.copysign(np.maximum(np.abs(x) - threshold, 0), x), scale, out=out)
 
 
 def soft_threshold_each(x, threshold, scale, out):
@@ -43,9 +41,7 @@ def soft_threshold_each(x, threshold, scale, out):
 
     O(n) time; moves 3 * n * itemsize bytes.
     """
-    np.multiply(
-        np.copysign(np.maximum(np.abs(x) - threshold, 0), x), scale, out=out
-    )
+    np.multiply(np.copysign(np.maximum(np.abs(x) - threshold, 0), x), scale, out=out)
 
 
 def hard_threshold(x, cutoff, out):
