@@ -1,8 +1,9 @@
 """Fast CPU kernels for embedded machine learning.
 
-Proximal shrinkage (``kernels.prox``), with sparse inference and
-variance-reduced gradient updates to follow, each over three interchangeable
-backends: "cython", "numba" and the "numpy" reference.
+Proximal shrinkage (``kernels.prox``) and sparse matrix products for
+inference (``kernels.sparse``), with variance-reduced gradient updates to
+follow, each over three interchangeable backends: "cython", "numba" and the
+"numpy" reference.
 """
 
 from kernels._backend import (
@@ -11,6 +12,7 @@ from kernels._backend import (
     set_backend,
     use_backend,
 )
+from kernels.nn import SparseLinear, SparseMLP
 from kernels.prox import (
     cumulative_l1,
     keep_top_k,
@@ -21,6 +23,14 @@ from kernels.prox import (
     prox_l0,
     prox_l1,
     prox_sparse_group_l1,
+)
+from kernels.sparse import (
+    BSRMatrix,
+    CSRMatrix,
+    QuantizedCSR,
+    spmm,
+    spmv,
+    spmv_t,
 )
 
 __version__ = "0.1.0"
@@ -39,4 +49,12 @@ __all__ = [
     "project_l1_ball",
     "project_box",
     "cumulative_l1",
+    "CSRMatrix",
+    "BSRMatrix",
+    "QuantizedCSR",
+    "spmv",
+    "spmv_t",
+    "spmm",
+    "SparseLinear",
+    "SparseMLP",
 ]

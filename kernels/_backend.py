@@ -27,7 +27,7 @@ _PACKAGES = {
     "numba": "kernels._numba",
     "numpy": "kernels._reference",
 }
-FAMILIES = ("prox",)
+FAMILIES = ("prox", "sparse")
 
 _modules = {}
 _unavailable = {}

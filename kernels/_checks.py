@@ -174,3 +174,137 @@ def inplace_array(w, name):
     if not w.flags.writeable:
         raise ValueError(f"{name} must be writable")
     return w
+
+
+def float_dtype(dtype, name):
+    """``dtype`` as float32 or float64 (the dtypes a kernel computes in)."""
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
+    if dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got dtype {dtype}")
+    return dtype
+
+
+def shape2(shape, name="shape"):
+    """A matrix shape: a pair of non-negative integers, as a tuple of ints."""
+    try:
+        items = tuple(shape)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a pair of integers (m, n), got {_describe(shape)}"
+        ) from None
+    if len(items) != 2:
+        raise ValueError(f"{name} must be a pair (m, n), got {shape!r}")
+    return tuple(integer(value, name, minimum=0) for value in items)
+
+
+def index_array(a, name):
+    """``a`` as a 1-D NumPy array of any integer dtype (no copy, no cast)."""
+    if not isinstance(a, np.ndarray):
+        try:
+            a = np.asarray(a)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be array-like, got {_describe(a)}") from exc
+        if a.size == 0 and a.dtype == np.float64:  # [] says nothing about type
+            a = a.astype(np.int64)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {a.dtype}")
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {a.shape}")
+    return a
+
+
+def compressed_structure(indices, indptr, n_major, n_minor, nnz, *, full=True):
+    """Validate a compressed sparse structure (CSR over rows, or BSR over
+    block rows): ``indptr`` has ``n_major + 1`` entries, starts at 0, never
+    decreases and ends at ``nnz == len(indices)``; every entry of
+    ``indices`` lies in [0, n_minor).
+
+    The lengths are always checked (O(1)); ``full=False`` skips the O(nnz)
+    pass over the values.  Comparisons are made in the arrays' own integer
+    dtypes, so no value wraps around before it is checked.
+    """
+    if indptr.size != n_major + 1:
+        raise ValueError(
+            f"indptr must have {n_major + 1} entries (one per row, plus one), "
+            f"got {indptr.size}"
+        )
+    if indices.size != nnz:
+        raise ValueError(
+            f"indices must have one entry per stored value (len(data) = {nnz}), "
+            f"got {indices.size}"
+        )
+    if not full:
+        return
+    if indptr[0] != 0:
+        raise ValueError(f"indptr must start at 0, got indptr[0] = {indptr[0]}")
+    if indptr[-1] != nnz:
+        raise ValueError(
+            f"indptr must end at the number of stored values ({nnz}), "
+            f"got indptr[-1] = {indptr[-1]}"
+        )
+    decreasing = np.flatnonzero(indptr[1:] < indptr[:-1])
+    if decreasing.size:
+        i = int(decreasing[0])
+        raise ValueError(
+            f"indptr must never decrease, got indptr[{i}] = {indptr[i]} > "
+            f"indptr[{i + 1}] = {indptr[i + 1]}"
+        )
+    if nnz:
+        low, high = indices.min(), indices.max()
+        if low < 0 or high >= n_minor:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"indices must lie in [0, {n_minor}), got {bad} at position "
+                f"{int(np.flatnonzero(indices == bad)[0])}"
+            )
+
+
+def check_output(out, shape, dtype, name="out"):
+    """TypeError/ValueError unless ``out`` is a writable ndarray of ``shape``
+    and ``dtype``."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a NumPy array or None, got {_describe(out)}")
+    if out.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got shape {out.shape}")
+    if out.dtype != dtype:
+        raise ValueError(f"{name} must have dtype {dtype}, got dtype {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} must be writable")
+
+
+def output_array(out, shape, dtype, inputs=(), name="out", read=False):
+    """The C-contiguous array a kernel writes into for output ``out`` of
+    ``shape`` and ``dtype``, when the output is not shaped like an input
+    (``output_buffer`` is for that case).
+
+    ``out=None`` allocates (uninitialised).  Otherwise ``out`` is used
+    directly when it is C-contiguous and shares no memory with ``inputs``;
+    if not, the kernel writes a temporary that ``deliver`` copies into
+    ``out``.  ``read=True`` (the kernel reads the output, e.g. beta != 0)
+    starts that temporary as a copy of ``out``.
+    """
+    if out is None:
+        return np.empty(shape, dtype=dtype)
+    check_output(out, shape, dtype, name)
+    if out.flags.c_contiguous:
+        for a in inputs:
+            if np.may_share_memory(out, a):
+                break
+        else:
+            return out
+    return np.array(out, order="C") if read else np.empty(shape, dtype=dtype)
+
+
+def real_array(x, name="x"):
+    """``x`` as an ndarray of a real dtype, in its own layout (no copy for an
+    ndarray): for callers that choose the layout of the copy themselves."""
+    if not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be array-like, got {_describe(x)}") from exc
+    result_dtype(x.dtype, name)
+    return x

@@ -1,0 +1,803 @@
+"""Sparse matrix products for inference (ALGORITHMS.md section 6).
+
+Three storage formats, each validated once when it is built, and three
+products over them, each a single kernel call of the chosen backend:
+
+* ``CSRMatrix``: compressed sparse rows, float32 or float64 values.
+* ``BSRMatrix``: compressed sparse rows of dense (r, c) blocks: one index per
+  block, so less index traffic and a vectorisable inner loop, at the price
+  of the explicit zeros the blocks add (``fill_in``).
+* ``QuantizedCSR``: CSR with int8 values and one float32 scale per row.
+
+* ``spmv(A, x)``: y = alpha * A @ x + beta * y.
+* ``spmv_t(A, x)``: y = alpha * A.T @ x + beta * y, without forming A.T.
+* ``spmm(A, X)``: the product with a batch of vectors, each loaded non-zero
+  reused once per vector.
+
+Common behaviour:
+
+* ``A`` is one of the three classes, or any scipy.sparse matrix or array,
+  converted on every call (``BSRMatrix.from_scipy`` for BSR input,
+  ``CSRMatrix.from_scipy`` otherwise): an O(nnz) validation pass and,
+  unless A is already CSR (or BSR), a conversion copy.  Convert once and
+  keep the result when the same matrix is used more than once.
+* Vectors are converted to A's dtype (float32 for ``QuantizedCSR``);
+  integer and other real dtypes are accepted, complex ones are a
+  TypeError.  A copy is made only when the dtype or the layout requires it.
+* ``out=None`` allocates the result.  A given ``out`` must be a writable
+  array of the result's shape and dtype; when it is not C-contiguous, or
+  shares memory with the input, the kernel writes a temporary that is then
+  copied into ``out``.  With ``beta == 0`` (the default) ``out`` is written,
+  never read, so it may hold garbage or NaN; ``beta != 0`` reads it, so it
+  requires ``out``.  ``alpha`` and ``beta`` are finite reals.
+* Unsorted column indices, and repeated ones, are allowed: repeated
+  entries are summed, as scipy.sparse does (in the products and in
+  ``to_dense``).
+* ``threads``: None picks 1 for products of fewer than
+  ``PARALLEL_MIN_WORK`` multiply-adds (nnz * batch), where starting
+  threads costs more than it saves, and otherwise one thread per CPU this
+  process may run on; an int >= 1 asks for exactly that many.  The numpy
+  backend ignores it; ``spmv_t`` is serial (a scatter) and only validates it.
+* ``backend`` is "cython", "numba" or "numpy"; None uses the current
+  default (``kernels.get_backend()``).
+
+The structure arrays are validated once, at construction: modifying
+``indices`` or ``indptr`` of a built matrix in place is unsafe (the
+compiled kernels do not check bounds).  Values may be modified freely.
+"""
+
+import math
+import os
+import sys
+
+import numpy as np
+
+from kernels import _checks
+from kernels._backend import kernels_for
+
+__all__ = ["CSRMatrix", "BSRMatrix", "QuantizedCSR", "spmv", "spmv_t", "spmm"]
+
+# Products with fewer multiply-adds (nnz * batch) than this run on one thread
+# when threads=None: below it, waking a thread team costs about as much as
+# the product itself.  A first estimate, to be set from the Cython kernel's
+# measurements (bench/).
+PARALLEL_MIN_WORK = 200_000
+
+_INT32_MAX = int(np.iinfo(np.int32).max)
+_INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
+
+
+def _usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+_CPUS = _usable_cpus()
+
+
+def _n_threads(threads, work):
+    if threads is None:
+        return 1 if work < PARALLEL_MIN_WORK else _CPUS
+    return _checks.integer(threads, "threads", minimum=1)
+
+
+def _row_ids(indptr):
+    """The row of every stored entry (length nnz)."""
+    return np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
+
+
+def _scipy_sparse():
+    """scipy.sparse, imported only when a scipy object is involved."""
+    import scipy.sparse
+
+    return scipy.sparse
+
+
+def _is_scipy_sparse(A):
+    # A scipy matrix can only exist if scipy.sparse was imported already.
+    sp = sys.modules.get("scipy.sparse")
+    return sp is not None and sp.issparse(A)
+
+
+def _require_scipy_sparse(A, name="A"):
+    sp = _scipy_sparse()
+    if not sp.issparse(A):
+        raise TypeError(
+            f"{name} must be a scipy.sparse matrix or array, got {type(A).__name__}"
+        )
+    if A.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {A.shape}")
+    return sp
+
+
+def _index_dtype(indices, indptr, nnz, n_minor, given):
+    """The common index dtype of a float matrix: the input's when indices
+    and indptr were ``given`` as arrays that share int32 or int64, else
+    int32 when nnz and the minor dimension fit in it, else int64."""
+    if given and indices.dtype == indptr.dtype and indices.dtype in _INDEX_DTYPES:
+        return indices.dtype
+    return np.dtype(np.int32 if max(nnz, n_minor) <= _INT32_MAX else np.int64)
+
+
+def _compressed_indptr(counts, dtype):
+    indptr = np.zeros(counts.size + 1, dtype=dtype)
+    np.cumsum(counts, out=indptr[1:])
+    return indptr
+
+
+def _dense_input(W, dtype, name="W"):
+    dtype = None if dtype is None else _checks.float_dtype(dtype, "dtype")
+    W = _checks.as_float_array(W, name, dtype)
+    if W.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {W.shape}")
+    _checks.require_finite(W, name)
+    return W
+
+
+def _scatter_dense(rows, cols, values, shape, dtype):
+    """The dense matrix with ``values`` summed at (rows, cols)."""
+    m, n = shape
+    flat = rows.astype(np.int64) * n + cols
+    dense = np.bincount(flat, weights=values, minlength=m * n)
+    return dense.astype(dtype, copy=False).reshape(shape)
+
+
+def _blocksize(blocksize):
+    r, c = _checks.shape2(blocksize, "blocksize")
+    if r < 1 or c < 1:
+        raise ValueError(f"blocksize must be positive, got {(r, c)}")
+    return r, c
+
+
+def _check_divisible(shape, blocksize):
+    if shape[0] % blocksize[0] or shape[1] % blocksize[1]:
+        raise ValueError(
+            f"shape {shape} must be divisible by blocksize {blocksize}: BSR does "
+            f"not pad (use a blocksize that divides the shape, or pad the matrix)"
+        )
+
+
+class _SparseOperator:
+    """What the three formats share: shape, dtype, density, ``@``."""
+
+    __slots__ = ("_shape",)
+
+    @property
+    def shape(self):
+        """(m, n)."""
+        return self._shape
+
+    @property
+    def density(self):
+        """nnz / (m * n): stored entries per entry of the matrix (0.0 for an
+        empty shape; repeated entries can make it exceed 1)."""
+        size = self._shape[0] * self._shape[1]
+        return self.nnz / size if size else 0.0
+
+    def __matmul__(self, other):
+        """``A @ x`` for a vector x of length n (``spmv``), ``A @ X`` for X of
+        shape (n, k) (``spmm`` with layout="features"), as in scipy."""
+        if isinstance(other, _SparseOperator) or _is_scipy_sparse(other):
+            return NotImplemented
+        other = _checks.real_array(other, "x")
+        if other.ndim == 1:
+            return spmv(self, other)
+        if other.ndim == 2:
+            return spmm(self, other, layout="features")
+        raise ValueError(f"A @ x needs a 1-D or 2-D x, got x with shape {other.shape}")
+
+    def __repr__(self):
+        return (
+            f"{type(self).__name__}(shape={self._shape}, nnz={self.nnz}, "
+            f"dtype={self.dtype}{self._repr_extra()})"
+        )
+
+
+class CSRMatrix(_SparseOperator):
+    """A sparse matrix in compressed sparse row format.
+
+    ``data`` (nnz values), ``indices`` (the column of each value) and
+    ``indptr`` (m + 1 offsets: row i holds entries indptr[i]:indptr[i+1]).
+    Values are float32 or float64 (other real dtypes are converted: float16
+    to float32, the rest to float64).  Indices may be any integer dtype:
+    when ``indices`` and ``indptr`` are both int32 or both int64 they are
+    kept as given, otherwise both become int32 if nnz and n fit in it, else
+    int64 (lists always become int32 unless too large).  Arrays already of
+    the right dtype and C-contiguous are used
+    without a copy.
+
+    ``check=True`` validates the whole structure in one O(nnz) pass:
+    indptr starts at 0, never decreases and ends at nnz; every column index
+    lies in [0, n).  ``check=False`` skips that pass (the O(1) shape and
+    length checks remain): UNSAFE, for structures that are known to be
+    valid; an invalid one makes the compiled kernels read or write out of
+    bounds.
+
+    Columns within a row may be unsorted or repeated; repeated entries are
+    summed, as in scipy.sparse.
+    """
+
+    __slots__ = ("_data", "_indices", "_indptr")
+    _kernels = ("csr_matvec", "csr_matvec_t", "csr_matmat")
+
+    def __init__(self, data, indices, indptr, shape, check=True):
+        m, n = self._shape = _checks.shape2(shape)
+        data = _checks.as_float_array(data, "data")
+        if data.ndim != 1:
+            raise ValueError(f"data must be 1-D, got shape {data.shape}")
+        given = isinstance(indices, np.ndarray) and isinstance(indptr, np.ndarray)
+        indices = _checks.index_array(indices, "indices")
+        indptr = _checks.index_array(indptr, "indptr")
+        _checks.compressed_structure(indices, indptr, m, n, data.size, full=check)
+        itype = _index_dtype(indices, indptr, data.size, n, given)
+        self._data = data
+        self._indices = np.ascontiguousarray(indices, dtype=itype)
+        self._indptr = np.ascontiguousarray(indptr, dtype=itype)
+
+    @classmethod
+    def from_dense(cls, W, threshold=0.0, density=None, dtype=None):
+        """The entries of the 2-D, finite array ``W`` that survive pruning.
+
+        By default the entries with ``|w| > threshold`` (threshold >= 0;
+        ``threshold=0`` keeps the non-zeros).  With ``density`` in [0, 1]
+        (and the default threshold), magnitude pruning instead: exactly
+        ``round(density * W.size)`` entries of largest magnitude are kept,
+        ties going to the earlier entries in row-major order (so zeros are
+        stored explicitly when fewer entries are non-zero).  O(W.size).
+        ``dtype`` (float32 or float64) overrides W's.  Indices are int32
+        unless the matrix needs int64.
+        """
+        W = _dense_input(W, dtype)
+        threshold = _checks.scalar(threshold, "threshold", minimum=0.0)
+        magnitude = np.abs(W)
+        if density is None:
+            keep = magnitude > threshold
+        else:
+            density = _checks.scalar(density, "density", minimum=0.0)
+            if density > 1:
+                raise ValueError(f"density must be in [0, 1], got {density}")
+            if threshold != 0:
+                raise ValueError("give threshold or density, not both")
+            keep = _largest(magnitude, round(density * W.size))
+        rows, cols = np.nonzero(keep)
+        itype = np.int32 if max(rows.size, W.shape[1]) <= _INT32_MAX else np.int64
+        indptr = _compressed_indptr(np.count_nonzero(keep, axis=1), itype)
+        return cls(W[rows, cols], cols.astype(itype), indptr, W.shape, check=False)
+
+    @classmethod
+    def from_scipy(cls, A):
+        """A copy-free view of a scipy CSR matrix or array (any other scipy
+        sparse format is converted with ``A.tocsr()`` first), validated."""
+        _require_scipy_sparse(A)
+        if A.format != "csr":
+            A = A.tocsr()
+        return cls(A.data, A.indices, A.indptr, A.shape)
+
+    def to_scipy(self):
+        """A ``scipy.sparse.csr_array`` sharing this matrix's arrays."""
+        return _scipy_sparse().csr_array(
+            (self._data, self._indices, self._indptr), shape=self._shape, copy=False
+        )
+
+    def to_dense(self):
+        """The dense (m, n) array, repeated entries summed."""
+        rows = _row_ids(self._indptr)
+        return _scatter_dense(
+            rows, self._indices, self._data, self._shape, self._data.dtype
+        )
+
+    @property
+    def data(self):
+        return self._data
+
+    @property
+    def indices(self):
+        return self._indices
+
+    @property
+    def indptr(self):
+        return self._indptr
+
+    @property
+    def dtype(self):
+        return self._data.dtype
+
+    @property
+    def nnz(self):
+        """The number of stored entries (explicit zeros and repeats included)."""
+        return self._data.size
+
+    @property
+    def nbytes(self):
+        """Bytes of data + indices + indptr."""
+        return self._data.nbytes + self._indices.nbytes + self._indptr.nbytes
+
+    @property
+    def _arrays(self):
+        return self._data, self._indices, self._indptr
+
+    def _repr_extra(self):
+        return f", index_dtype={self._indices.dtype}"
+
+
+def _largest(magnitude, k):
+    """A mask of the k largest entries of ``magnitude``, ties to the earlier
+    ones in row-major order.  O(size): a partition, not a sort."""
+    flat = magnitude.reshape(-1)
+    keep = np.zeros(flat.size, dtype=bool)
+    if k >= flat.size:
+        keep[:] = True
+    elif k > 0:
+        kth = np.partition(flat, flat.size - k)[flat.size - k]
+        keep = flat > kth
+        ties = np.flatnonzero(flat == kth)[: k - np.count_nonzero(keep)]
+        keep[ties] = True
+    return keep.reshape(magnitude.shape)
+
+
+class BSRMatrix(_SparseOperator):
+    """A sparse matrix of dense (r, c) blocks, in block compressed rows.
+
+    ``data`` has shape (n_blocks, r, c) (the block shape is read from it,
+    also when there are no blocks); ``indices`` holds the block column of
+    each block and ``indptr`` (m / r + 1 offsets) the blocks of each block
+    row.  The shape must be divisible by the block shape: nothing is
+    padded, a shape that does not divide is a ValueError.  Value and index
+    dtypes and ``check`` as for ``CSRMatrix`` (block columns in [0, n / c));
+    repeated blocks are summed.
+    """
+
+    __slots__ = ("_data", "_indices", "_indptr")
+    _kernels = ("bsr_matvec", "bsr_matvec_t", "bsr_matmat")
+
+    def __init__(self, data, indices, indptr, shape, check=True):
+        shape = self._shape = _checks.shape2(shape)
+        data = _checks.as_float_array(data, "data")
+        if data.ndim != 3 or 0 in data.shape[1:]:
+            raise ValueError(
+                f"data must have shape (n_blocks, r, c) with r, c >= 1, "
+                f"got shape {data.shape}"
+            )
+        _check_divisible(shape, data.shape[1:])
+        given = isinstance(indices, np.ndarray) and isinstance(indptr, np.ndarray)
+        indices = _checks.index_array(indices, "indices")
+        indptr = _checks.index_array(indptr, "indptr")
+        block_rows = shape[0] // data.shape[1]
+        block_cols = shape[1] // data.shape[2]
+        _checks.compressed_structure(
+            indices, indptr, block_rows, block_cols, data.shape[0], full=check
+        )
+        itype = _index_dtype(indices, indptr, data.shape[0], block_cols, given)
+        self._data = data
+        self._indices = np.ascontiguousarray(indices, dtype=itype)
+        self._indptr = np.ascontiguousarray(indptr, dtype=itype)
+
+    @classmethod
+    def from_dense(cls, W, blocksize=(4, 4), threshold=0.0):
+        """The blocks of the 2-D, finite array ``W`` holding an entry with
+        ``|w| > threshold``; the other entries of those blocks are stored as
+        zeros, so that ``to_dense()`` equals
+        ``CSRMatrix.from_dense(W, threshold).to_dense()``."""
+        W = _dense_input(W, None)
+        r, c = blocksize = _blocksize(blocksize)
+        _check_divisible(W.shape, blocksize)
+        threshold = _checks.scalar(threshold, "threshold", minimum=0.0)
+        m, n = W.shape
+        blocks = W.reshape(m // r, r, n // c, c).swapaxes(1, 2)
+        keep = np.abs(blocks) > threshold
+        occupied = keep.any(axis=(2, 3))
+        block_rows, block_cols = np.nonzero(occupied)
+        data = np.where(keep, blocks, W.dtype.type(0))[block_rows, block_cols]
+        itype = np.int32 if max(block_rows.size, n) <= _INT32_MAX else np.int64
+        indptr = _compressed_indptr(np.count_nonzero(occupied, axis=1), itype)
+        return cls(data, block_cols.astype(itype), indptr, W.shape, check=False)
+
+    @classmethod
+    def from_csr(cls, A, blocksize=(4, 4)):
+        """The blocks covering the entries of the ``CSRMatrix`` A (repeated
+        entries summed, explicit zeros kept).  O(nnz log nnz), no scipy."""
+        if not isinstance(A, CSRMatrix):
+            raise TypeError(f"A must be a CSRMatrix, got {type(A).__name__}")
+        r, c = blocksize = _blocksize(blocksize)
+        _check_divisible(A.shape, blocksize)
+        n_block_cols = max(A.shape[1] // c, 1)
+        rows = _row_ids(A.indptr)
+        cols = A.indices.astype(np.int64)
+        keys = (rows // r) * n_block_cols + cols // c
+        blocks, position = np.unique(keys, return_inverse=True)
+        offsets = (position * r + rows % r) * c + cols % c
+        data = np.bincount(offsets, weights=A.data, minlength=blocks.size * r * c)
+        itype = np.int32 if max(blocks.size, A.shape[1]) <= _INT32_MAX else np.int64
+        counts = np.bincount(blocks // n_block_cols, minlength=A.shape[0] // r)
+        return cls(
+            data.astype(A.dtype).reshape(-1, r, c),
+            (blocks % n_block_cols).astype(itype),
+            _compressed_indptr(counts, itype),
+            A.shape,
+            check=False,
+        )
+
+    @classmethod
+    def from_scipy(cls, A, blocksize=None):
+        """A copy-free view of a scipy BSR matrix or array, validated; any
+        other scipy sparse format is converted with ``A.tobsr(blocksize)``
+        (None: scipy's choice).  A BSR input with another blocksize than a
+        given one is converted too."""
+        _require_scipy_sparse(A)
+        if A.format != "bsr" or (
+            blocksize is not None and A.blocksize != _blocksize(blocksize)
+        ):
+            A = A.tobsr(blocksize=blocksize)
+        return cls(A.data, A.indices, A.indptr, A.shape)
+
+    def to_scipy(self):
+        """A ``scipy.sparse.bsr_array`` sharing this matrix's arrays."""
+        return _scipy_sparse().bsr_array(
+            (self._data, self._indices, self._indptr), shape=self._shape, copy=False
+        )
+
+    def to_dense(self):
+        """The dense (m, n) array, repeated blocks summed."""
+        r, c = self.blocksize
+        block_rows = _row_ids(self._indptr)[:, None, None]
+        block_cols = self._indices.astype(np.int64)[:, None, None]
+        rows = block_rows * r + np.arange(r)[None, :, None]
+        cols = block_cols * c + np.arange(c)[None, None, :]
+        rows, cols = np.broadcast_arrays(rows, cols)
+        return _scatter_dense(
+            rows.reshape(-1),
+            cols.reshape(-1),
+            self._data.reshape(-1),
+            self._shape,
+            self._data.dtype,
+        )
+
+    @property
+    def data(self):
+        return self._data
+
+    @property
+    def indices(self):
+        return self._indices
+
+    @property
+    def indptr(self):
+        return self._indptr
+
+    @property
+    def blocksize(self):
+        """(r, c)."""
+        return self._data.shape[1:]
+
+    @property
+    def dtype(self):
+        return self._data.dtype
+
+    @property
+    def nnz(self):
+        """Stored entries: n_blocks * r * c, the zeros inside blocks included."""
+        return self._data.size
+
+    @property
+    def fill_in(self):
+        """Stored entries per non-zero entry (>= 1): what blocking adds, e.g.
+        1.6 means 60% more values stored and multiplied than the CSR form.
+        1.0 when nothing is stored, inf when only zeros are.  O(nnz)."""
+        nonzero = np.count_nonzero(self._data)
+        if nonzero == 0:
+            return 1.0 if self._data.size == 0 else math.inf
+        return self._data.size / nonzero
+
+    @property
+    def nbytes(self):
+        """Bytes of data + indices + indptr."""
+        return self._data.nbytes + self._indices.nbytes + self._indptr.nbytes
+
+    @property
+    def _arrays(self):
+        return self._data, self._indices, self._indptr
+
+    def _repr_extra(self):
+        return f", blocksize={self.blocksize}, index_dtype={self._indices.dtype}"
+
+
+class QuantizedCSR(_SparseOperator):
+    """CSR with int8 values and one float32 scale per row: a_ij ~ scales[i] *
+    values[k] for the k-th stored entry, in column indices[k] of row i.
+
+    Symmetric quantisation on ``bits`` bits (2..8): q = round(a / scale)
+    with scale = max|row| / qmax and qmax = 2**(bits-1) - 1, so that
+    |q| <= qmax and, for every stored entry of a row with a normal float32
+    scale, |a_ij - scale_i * q_ij| <= scale_i / 2 = max|row i| / (2 * qmax)
+    (8 bits: 0.4% of the row's largest magnitude).  A row of zeros has
+    scale 0.  Values take one int8 byte each whatever ``bits`` is: fewer
+    bits are not packed, they only lower the precision.
+
+    Column indices are stored in the narrowest type for n: uint8 when
+    n <= 256, uint16 when n <= 65536, else int32 (n <= 2**31); indptr is
+    int32 (int64 from 2**31 stored entries).  So a non-zero costs 2 or 3
+    bytes when n <= 65536 (5 beyond), plus 4 bytes per row for indptr and
+    scales.  Products compute in float32.
+
+    ``check=True`` validates the structure as ``CSRMatrix`` does, and that
+    values lie in [-qmax, qmax] and scales are finite and >= 0;
+    ``check=False`` is UNSAFE as there.
+    """
+
+    __slots__ = ("_values", "_indices", "_indptr", "_scales", "_bits")
+    _kernels = ("qcsr_matvec", "qcsr_matvec_t", "qcsr_matmat")
+
+    def __init__(self, values, indices, indptr, scales, shape, bits=8, check=True):
+        m, n = self._shape = _checks.shape2(shape)
+        self._bits = _checks.integer(bits, "bits", minimum=2, maximum=8)
+        values = _checks.index_array(values, "values")
+        indices = _checks.index_array(indices, "indices")
+        indptr = _checks.index_array(indptr, "indptr")
+        scales = _checks.as_float_array(scales, "scales", np.float32)
+        if scales.shape != (m,):
+            raise ValueError(
+                f"scales must have shape ({m},) (one per row), got shape {scales.shape}"
+            )
+        if n > _INT32_MAX + 1:
+            raise ValueError(f"QuantizedCSR supports n <= 2**31 columns, got n = {n}")
+        _checks.compressed_structure(indices, indptr, m, n, values.size, full=check)
+        if check:
+            qmax = 2 ** (self._bits - 1) - 1
+            if values.size and (values.min() < -qmax or values.max() > qmax):
+                raise ValueError(
+                    f"values must lie in [-{qmax}, {qmax}] for bits={self._bits}, "
+                    f"got [{values.min()}, {values.max()}]"
+                )
+            _checks.require_finite(scales, "scales")
+            if (scales < 0).any():
+                raise ValueError("scales must be >= 0")
+        index_type = np.uint8 if n <= 256 else np.uint16 if n <= 65536 else np.int32
+        pointer_type = np.int32 if values.size <= _INT32_MAX else np.int64
+        self._values = np.ascontiguousarray(values, dtype=np.int8)
+        self._indices = np.ascontiguousarray(indices, dtype=index_type)
+        self._indptr = np.ascontiguousarray(indptr, dtype=pointer_type)
+        self._scales = scales
+
+    @classmethod
+    def from_csr(cls, A, bits=8):
+        """Quantise the ``CSRMatrix`` (or scipy sparse matrix) A, whose values
+        must be finite.  Repeated entries are summed first, so that the error
+        bound holds for the entries of A.  O(nnz) (O(nnz log nnz) if A has
+        unsorted or repeated columns)."""
+        if _is_scipy_sparse(A):
+            A = CSRMatrix.from_scipy(A)
+        if not isinstance(A, CSRMatrix):
+            raise TypeError(
+                f"A must be a CSRMatrix or a scipy sparse matrix, got "
+                f"{type(A).__name__}"
+            )
+        bits = _checks.integer(bits, "bits", minimum=2, maximum=8)
+        _checks.require_finite(A.data, "A.data")
+        data, indices, indptr = _summed(A)
+        qmax = 2 ** (bits - 1) - 1
+        magnitude = np.abs(data.astype(np.float64))
+        largest = np.zeros(A.shape[0])
+        nonempty = np.flatnonzero(np.diff(indptr))
+        if nonempty.size:
+            largest[nonempty] = np.maximum.reduceat(magnitude, indptr[nonempty])
+        with np.errstate(over="ignore"):
+            scales = (largest / qmax).astype(np.float32)
+        if not np.isfinite(scales).all():
+            raise ValueError(
+                "A's values are too large for float32 scales (|a| must stay "
+                f"below {qmax} * float32 max)"
+            )
+        row_scales = scales.astype(np.float64)[_row_ids(indptr)]
+        q = np.zeros(data.size)
+        np.divide(data, row_scales, out=q, where=row_scales > 0)
+        np.clip(np.rint(q, out=q), -qmax, qmax, out=q)
+        return cls(
+            q.astype(np.int8), indices, indptr, scales, A.shape, bits=bits, check=False
+        )
+
+    def dequantize(self):
+        """The float32 ``CSRMatrix`` scale_i * q_ij (same structure)."""
+        data = self._values.astype(np.float32)
+        data *= self._scales[_row_ids(self._indptr)]
+        return CSRMatrix(data, self._indices, self._indptr, self._shape, check=False)
+
+    def to_dense(self):
+        """The dense float32 (m, n) array of the dequantised values."""
+        return self.dequantize().to_dense()
+
+    @property
+    def values(self):
+        return self._values
+
+    @property
+    def indices(self):
+        return self._indices
+
+    @property
+    def indptr(self):
+        return self._indptr
+
+    @property
+    def scales(self):
+        return self._scales
+
+    @property
+    def bits(self):
+        return self._bits
+
+    @property
+    def dtype(self):
+        """float32: the dtype the products compute in."""
+        return np.dtype(np.float32)
+
+    @property
+    def nnz(self):
+        return self._values.size
+
+    @property
+    def nbytes(self):
+        """Bytes of values + indices + indptr + scales."""
+        return (
+            self._values.nbytes
+            + self._indices.nbytes
+            + self._indptr.nbytes
+            + self._scales.nbytes
+        )
+
+    @property
+    def _arrays(self):
+        return self._values, self._indices, self._indptr, self._scales
+
+    def _repr_extra(self):
+        return f", bits={self._bits}, index_dtype={self._indices.dtype}"
+
+
+def _summed(A):
+    """A's (data, indices, indptr) with repeated entries summed, columns
+    sorted within rows; A's own arrays when they already are."""
+    rows = _row_ids(A.indptr)
+    keys = rows * A.shape[1] + A.indices.astype(np.int64)
+    if keys.size < 2 or (keys[1:] > keys[:-1]).all():
+        return A.data, A.indices, A.indptr
+    unique, position = np.unique(keys, return_inverse=True)
+    data = np.bincount(position, weights=A.data, minlength=unique.size)
+    counts = np.bincount(unique // A.shape[1], minlength=A.shape[0])
+    return (
+        data.astype(A.dtype),
+        unique % A.shape[1],
+        _compressed_indptr(counts, np.int64),
+    )
+
+
+# Products --------------------------------------------------------------------
+
+
+def _operator(A):
+    if isinstance(A, _SparseOperator):
+        return A
+    if _is_scipy_sparse(A):
+        if A.format == "bsr":
+            return BSRMatrix.from_scipy(A)
+        return CSRMatrix.from_scipy(A)
+    raise TypeError(
+        "A must be a CSRMatrix, BSRMatrix, QuantizedCSR or scipy.sparse matrix, "
+        f"got {type(A).__name__} (a dense array can be converted with "
+        "CSRMatrix.from_dense)"
+    )
+
+
+def _vector(x, size, dtype, name):
+    # the common case, a C-contiguous vector of A's dtype, is checked first:
+    # a product of a small matrix costs a few microseconds, so does the check
+    if not (
+        type(x) is np.ndarray
+        and x.dtype == dtype
+        and x.flags.c_contiguous
+        and x.shape == (size,)
+    ):
+        x = _checks.as_float_array(x, name, dtype)
+        if x.shape != (size,):
+            raise ValueError(f"{name} must have shape ({size},), got shape {x.shape}")
+    return x
+
+
+def _coefficient(value, name):
+    if type(value) is float and math.isfinite(value):
+        return value
+    return _checks.scalar(value, name, allow_inf=False)
+
+
+def _coefficients(alpha, beta, out):
+    """alpha and beta as Python floats (every backend computes them in
+    double precision)."""
+    alpha, beta = _coefficient(alpha, "alpha"), _coefficient(beta, "beta")
+    if beta != 0 and out is None:
+        raise ValueError("beta != 0 adds beta * out to the product: out is required")
+    return alpha, beta
+
+
+def spmv(A, x, out=None, alpha=1.0, beta=0.0, threads=None, backend=None):
+    """y = alpha * A @ x + beta * y, with y = ``out``.
+
+    A is (m, n), x has n entries, the result m.  O(nnz + m); memory bound:
+    moves nnz * (value + index) bytes of A, its row pointers, x and y
+    (ALGORITHMS.md section 6).
+    """
+    A = _operator(A)
+    m, n = A.shape
+    x = _vector(x, n, A.dtype, "x")
+    alpha, beta = _coefficients(alpha, beta, out)
+    y = _checks.output_array(out, (m,), A.dtype, (x,), read=beta != 0)
+    kernel = getattr(kernels_for("sparse", backend), A._kernels[0])
+    kernel(*A._arrays, x, alpha, beta, y, _n_threads(threads, A.nnz))
+    return _checks.deliver(out, y)
+
+
+def spmv_t(A, x, out=None, alpha=1.0, beta=0.0, threads=None, backend=None):
+    """y = alpha * A.T @ x + beta * y, with y = ``out``, without forming A.T.
+
+    x has m entries, the result n.  A scatter over y, so single-threaded in
+    every backend: ``threads`` is validated and otherwise unused.
+    O(nnz + m + n).
+    """
+    A = _operator(A)
+    m, n = A.shape
+    x = _vector(x, m, A.dtype, "x")
+    alpha, beta = _coefficients(alpha, beta, out)
+    if threads is not None:
+        _checks.integer(threads, "threads", minimum=1)
+    y = _checks.output_array(out, (n,), A.dtype, (x,), read=beta != 0)
+    kernel = getattr(kernels_for("sparse", backend), A._kernels[1])
+    kernel(*A._arrays, x, alpha, beta, y)
+    return _checks.deliver(out, y)
+
+
+def spmm(
+    A, X, out=None, alpha=1.0, beta=0.0, threads=None, layout="batch", backend=None
+):
+    """Y = alpha * A @ (a batch of vectors) + beta * Y, with Y = ``out``.
+
+    ``layout="features"``: X has shape (n, k) and the result (m, k), the
+    math convention (scipy's ``A @ X``); no transpose.
+    ``layout="batch"``: X has shape (k, n), one sample per row, and the
+    result (k, m), row b being A @ X[b]: X @ A.T.
+
+    The kernel is feature-major, (n, k) -> (m, k), so that each loaded
+    non-zero a_ij updates the contiguous row Y[i, :] from X[j, :]: a batch
+    reuses each non-zero k times (ALGORITHMS.md section 6).  The batch
+    layout therefore costs one transposing copy of X (none when X is
+    Fortran-ordered, as X.T then is C-contiguous) and returns the kernel's
+    output transposed: a Fortran-ordered (k, m) array, no copy (and it
+    feeds the next ``spmm`` with no copy either).  A given C-ordered ``out``
+    costs one transposing copy out (none for a Fortran-ordered one).
+    O(nnz * k).
+    """
+    A = _operator(A)
+    m, n = A.shape
+    X = _checks.real_array(X, "X")
+    if layout == "features":
+        expected, features = f"({n}, batch)", X
+    elif layout == "batch":
+        expected, features = f"(batch, {n})", X.T
+    else:
+        raise ValueError(f'layout must be "batch" or "features", got {layout!r}')
+    if X.ndim != 2 or features.shape[0] != n:
+        raise ValueError(
+            f'X must have shape {expected} for layout="{layout}", got shape {X.shape}'
+        )
+    k = features.shape[1]
+    features = np.ascontiguousarray(features, dtype=A.dtype)
+    alpha, beta = _coefficients(alpha, beta, out)
+    out_features = out
+    if layout == "batch" and out is not None:
+        _checks.check_output(out, (k, m), A.dtype)
+        out_features = out.T
+    Y = _checks.output_array(out_features, (m, k), A.dtype, (features,), read=beta != 0)
+    kernel = getattr(kernels_for("sparse", backend), A._kernels[2])
+    kernel(*A._arrays, features, alpha, beta, Y, _n_threads(threads, A.nnz * k))
+    result = _checks.deliver(out_features, Y)
+    if layout == "batch":
+        return out if out is not None else result.T
+    return result
