@@ -53,6 +53,13 @@ class BenchCase:
     ``backend=``.  ``bytes_moved`` is what the kernel must move in the cost
     model (ALGORITHMS.md section 6), ``copy_of`` the input whose
     ``np.copyto`` bandwidth it is compared with.
+
+    ``baseline_name`` is what the table calls the baseline (a sparse
+    product's is scipy.sparse, a model's the dense NumPy one).  With
+    ``baseline_per_backend``, the baseline is ours too, timed for every
+    backend as ``baseline(inputs, backend)`` (e.g. the same kernel on one
+    thread, for a row on two): each backend's speedup is over its own
+    baseline.
     """
 
     kernel: str
@@ -63,6 +70,8 @@ class BenchCase:
     ours: Callable[[types.SimpleNamespace, str], object]
     bytes_moved: int
     copy_of: str = "x"
+    baseline_name: str = "NumPy expr"
+    baseline_per_backend: bool = False
 
 
 _FAMILIES = {}
@@ -181,11 +190,13 @@ def _run_case(case, backends, budget, bar):
     inputs = case.make_inputs()
     source = getattr(inputs, case.copy_of)
     target = np.empty_like(source)
-    calls = {
-        "copy": lambda: np.copyto(target, source),
-        "baseline": lambda: case.baseline(inputs),
-        **{b: functools.partial(case.ours, inputs, b) for b in backends},
-    }
+    calls = {"copy": lambda: np.copyto(target, source)}
+    if case.baseline_per_backend:
+        for b in backends:
+            calls[f"baseline {b}"] = functools.partial(case.baseline, inputs, b)
+    else:
+        calls["baseline"] = lambda: case.baseline(inputs)
+    calls.update({b: functools.partial(case.ours, inputs, b) for b in backends})
     warm = {}
     for label, call in calls.items():
         bar.show(f"{name}: warm-up {label}")
@@ -201,10 +212,13 @@ def _run_case(case, backends, budget, bar):
     bar.advance()
     measured = {**warm, **timed}
     copy_gbps = _gbps(2 * source.nbytes, measured["copy"])
-    baseline = measured["baseline"]
+    per_backend = case.baseline_per_backend
+    baseline = None if per_backend else measured["baseline"]
     results = {}
     for backend in backends:
         result = measured[backend]
+        if per_backend:
+            baseline = result["baseline"] = measured[f"baseline {backend}"]
         if "seconds" in result:
             result["gbps"] = _gbps(case.bytes_moved, result)
             if "seconds" in baseline:
@@ -218,7 +232,9 @@ def _run_case(case, backends, budget, bar):
         "dtype": case.dtype,
         "bytes_moved": case.bytes_moved,
         "copy_gbps": copy_gbps,
-        "baseline": baseline,
+        "baseline_name": case.baseline_name,
+        # per backend: each backend's result holds its own "baseline"
+        "baseline": {"per_backend": True} if per_backend else baseline,
         "backends": results,
     }
 
@@ -259,10 +275,16 @@ def _header(quick, backends, blas):
         "threads": threads,
         "method": (
             "medians of repeated timings, interleaved, after a warm-up call "
-            "(JIT compiled before timing); speedup = NumPy expr time / backend "
-            "time; GB/s = bytes the kernel must move (read x + write out; "
-            "cumulative_l1 reads and writes w and received) / time; % copy = "
-            "that GB/s over np.copyto's GB/s on the same array, timed alongside"
+            "(JIT compiled before timing); speedup = baseline time / backend "
+            "time (baseline: the NumPy expression, scipy.sparse for sparse "
+            "products, the dense model in NumPy or onnxruntime for MLPs; "
+            "'2 threads' rows: the same backend on 1 thread); ours on 1 "
+            "thread (threads=1) unless the row says otherwise; GB/s = bytes "
+            "the kernel must move (read x + write out; cumulative_l1 reads and "
+            "writes w and received; sparse products: the matrix's arrays + x "
+            "+ y; MLPs: weights + activations) / time; % copy = that GB/s over "
+            "np.copyto's GB/s, timed alongside, on the same array (sparse and "
+            "MLP rows: through a working set of the same bytes)"
         ),
     }
 
@@ -295,16 +317,18 @@ def format_table(results):
     """The results as header lines and a Markdown table, columns aligned."""
     header = results["header"]
     backends = header["backends"]
-    columns = ["kernel", "size", "dtype", "NumPy expr", "copy GB/s"]
+    columns = ["kernel", "size", "dtype", "baseline", "time", "copy GB/s"]
     for backend in backends:
         columns += [backend, "speedup", "GB/s", "% copy"]
     table = []
     for row in results["rows"]:
+        per_backend = row["baseline"].get("per_backend")
         cells = [
             row["kernel"],
             _size(row["shape"]),
             row["dtype"],
-            _time(row["baseline"]),
+            row.get("baseline_name", "NumPy expr"),
+            "per backend" if per_backend else _time(row["baseline"]),
             _number(row["copy_gbps"], "{:.1f}"),
         ]
         for backend in backends:
@@ -319,7 +343,7 @@ def format_table(results):
     widths = [
         max(len(c) for c in column) for column in zip(columns, *table, strict=True)
     ]
-    left = 3  # kernel, size and dtype are text; the rest are numbers
+    left = 4  # kernel, size, dtype and baseline are text; the rest numbers
 
     def line(cells):
         padded = (
@@ -359,7 +383,13 @@ def format_table(results):
 
 
 def _errors(row):
-    measured = [("NumPy expr", row["baseline"]), *row["backends"].items()]
+    name = row.get("baseline_name", "NumPy expr")
+    measured = [(name, row["baseline"]), *row["backends"].items()]
+    measured += [
+        (f"{name} ({backend})", result["baseline"])
+        for backend, result in row["backends"].items()
+        if "baseline" in result
+    ]
     return [(name, result["error"]) for name, result in measured if "error" in result]
 
 
@@ -548,3 +578,262 @@ def prox_cases(quick):
         ),
         _cumulative_l1(n, f32),
     ]
+
+
+# Cases: sparse products (kernels.sparse) ------------------------------
+
+
+def _scipy_sparse():
+    """scipy.sparse, or None when it is not installed (the sparse rows then
+    compare with the dense product)."""
+    try:
+        import scipy.sparse
+    except ImportError:
+        return None
+    return scipy.sparse
+
+
+def _random_csr(shape, density, seed=0):
+    """A random float32 ``CSRMatrix``: every entry stored with probability
+    ``density``, independently, standard normal values, int32 indices,
+    columns sorted.  O(nnz) to draw: the gaps between stored entries, in
+    row-major order, are geometric."""
+    m, n = shape
+    rng = np.random.default_rng(seed)
+    expected = density * m * n
+    count = int(expected + 8 * math.sqrt(expected) + 16)
+    positions = np.cumsum(rng.geometric(density, size=count), dtype=np.int64) - 1
+    while positions[-1] < m * n:  # (almost) never: 8 standard deviations
+        gaps = rng.geometric(density, size=count)
+        positions = np.concatenate([positions, positions[-1] + np.cumsum(gaps)])
+    rows, cols = np.divmod(positions[: np.searchsorted(positions, m * n)], n)
+    indptr = np.zeros(m + 1, dtype=np.int32)
+    np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
+    data = rng.standard_normal(cols.size, dtype=np.float32)
+    return kernels.CSRMatrix(data, cols.astype(np.int32), indptr, shape)
+
+
+def _percent(density):
+    return f"{100 * density:g}%"
+
+
+def _sparse_baseline(scipy_sparse):
+    """(name, make, call): scipy.sparse's ``A @ x`` when it is installed,
+    else the dense ``np.matmul`` into a preallocated y."""
+    if scipy_sparse is not None:
+        return (
+            "scipy",
+            lambda a: setattr(a, "S", a.A.to_scipy()),
+            lambda a: a.S @ a.x,
+        )
+
+    def make_dense(a):
+        a.W = a.A.to_dense()
+        a.y_dense = np.empty_like(a.y)
+
+    return "dense NumPy", make_dense, lambda a: np.matmul(a.W, a.x, out=a.y_dense)
+
+
+def _spmv_cases(shape, density, scipy_sparse):
+    """SpMV rows on one random float32 matrix: CSR and QuantizedCSR on one
+    thread against scipy (or dense), and CSR on 2 threads against the same
+    backend on 1."""
+    m, n = shape
+    A = _random_csr(shape, density)
+    Q = kernels.QuantizedCSR.from_csr(A)
+    name, make_baseline, baseline = _sparse_baseline(scipy_sparse)
+
+    def inputs_for(matrix, bytes_moved, own_baseline):
+        def make_inputs():
+            a = types.SimpleNamespace(
+                A=A,
+                matrix=matrix,
+                x=np.random.default_rng(1).standard_normal(n, dtype=np.float32),
+                y=np.empty(m, dtype=np.float32),
+                # np.copyto between two halves of the kernel's bytes: the
+                # same traffic through a working set of the same size
+                copy=np.ones(max(1, bytes_moved // 16)),
+            )
+            if not own_baseline:
+                make_baseline(a)
+            return a
+
+        return make_inputs
+
+    def spmv(threads):
+        return lambda a, b: kernels.spmv(
+            a.matrix, a.x, out=a.y, threads=threads, backend=b
+        )
+
+    def case(kernel, matrix, ours, own_baseline=None):
+        """A row; ``own_baseline``: ours on one thread, per backend, instead
+        of scipy (or dense)."""
+        bytes_moved = matrix.nbytes + (m + n) * 4  # + x read + y written
+        return BenchCase(
+            kernel=kernel,
+            shape=shape,
+            dtype="float32",
+            make_inputs=inputs_for(matrix, bytes_moved, own_baseline is not None),
+            baseline=baseline if own_baseline is None else own_baseline,
+            ours=ours,
+            bytes_moved=bytes_moved,
+            copy_of="copy",
+            baseline_name=name if own_baseline is None else "1 thread",
+            baseline_per_backend=own_baseline is not None,
+        )
+
+    return [
+        case(f"spmv csr {_percent(density)}", A, spmv(1)),
+        case(f"spmv csr {_percent(density)}, 2 threads", A, spmv(2), spmv(1)),
+        case(f"spmv int8 {_percent(density)}", Q, spmv(1)),
+    ]
+
+
+@register("sparse")
+def sparse_cases(quick):
+    scipy_sparse = _scipy_sparse()
+    large = (4096, 4096) if quick else (20000, 20000)
+    return [
+        *_spmv_cases(large, 0.01, scipy_sparse),
+        *_spmv_cases((300, 784), 0.01, scipy_sparse),
+    ]
+
+
+# Cases: sparse MLP inference (kernels.nn) ------------------------------
+
+LENET = (784, 300, 100, 10)
+
+
+def _lenet_weights(density, seed=0):
+    """float32 weights (out, in) and biases of LeNet-300-100, He-scaled
+    normal, each weight matrix pruned to its ``round(density * size)``
+    entries of largest magnitude, as ``SparseMLP.from_dense`` prunes."""
+    rng = np.random.default_rng(seed)
+    weights, biases = [], []
+    for n_in, n_out in itertools.pairwise(LENET):
+        W = rng.standard_normal((n_out, n_in), dtype=np.float32)
+        W *= np.float32(math.sqrt(2.0 / n_in))
+        keep = round(density * W.size)
+        magnitude = np.abs(W).reshape(-1)
+        W[np.abs(W) < np.partition(magnitude, W.size - keep)[W.size - keep]] = 0
+        weights.append(W)
+        biases.append(rng.standard_normal(n_out, dtype=np.float32) * np.float32(0.1))
+    return weights, biases
+
+
+def _dense_forward(X, weights, biases):
+    """The dense model as a user writes it in NumPy: X @ W.T + b, ReLU."""
+    H = X
+    for i, (W, b) in enumerate(zip(weights, biases, strict=True)):
+        H = H @ W.T + b
+        if i < len(weights) - 1:
+            np.maximum(H, 0, out=H)
+    return H
+
+
+def _onnx_available():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _onnx_session(weights, biases):
+    """The dense model in onnxruntime, one thread: Gemm (transB=1) + Relu
+    per layer, an ONNX graph built with onnx.helper."""
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, initializers, source = [], [], "X"
+    for i, (W, b) in enumerate(zip(weights, biases, strict=True)):
+        initializers += [
+            numpy_helper.from_array(W, f"W{i}"),
+            numpy_helper.from_array(b, f"b{i}"),
+        ]
+        last = i == len(weights) - 1
+        gemm = "Y" if last else f"gemm{i}"
+        inputs = [source, f"W{i}", f"b{i}"]
+        nodes.append(helper.make_node("Gemm", inputs, [gemm], transB=1))
+        if not last:
+            source = f"relu{i}"
+            nodes.append(helper.make_node("Relu", [gemm], [source]))
+    graph = helper.make_graph(
+        nodes,
+        "lenet_300_100",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["batch", LENET[0]])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, ["batch", LENET[-1]])],
+        initializers,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by every onnxruntime since 1.10
+    onnx.checker.check_model(model)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+
+
+def _mlp_case(weights, biases, density, batch, fmt, baseline):
+    """LeNet-300-100 forward pass of a (batch, 784) float32 input: our
+    ``SparseMLP`` (format ``fmt``, one thread) against the dense model in
+    NumPy (``baseline="numpy"``) or onnxruntime."""
+    from kernels.nn import SparseMLP
+
+    model = SparseMLP.from_dense(
+        weights, biases, activation="relu", density=density, fmt=fmt
+    )
+    activations = batch * (LENET[0] + 2 * sum(LENET[1:-1]) + LENET[-1]) * 4
+    bytes_moved = model.nbytes + activations
+
+    def make_inputs():
+        X = np.random.default_rng(1).standard_normal((batch, LENET[0]), np.float32)
+        a = types.SimpleNamespace(
+            X=X,
+            feed={"X": X},
+            model=model,
+            weights=weights,
+            biases=biases,
+            copy=np.ones(max(1, bytes_moved // 16)),
+        )
+        if baseline == "onnxruntime":
+            a.session = _onnx_session(weights, biases)
+        return a
+
+    if baseline == "onnxruntime":
+        name, call = "onnxruntime dense", lambda a: a.session.run(None, a.feed)
+    else:
+        name, call = "dense NumPy", lambda a: _dense_forward(a.X, a.weights, a.biases)
+    sizes = "-".join(map(str, LENET))
+    return BenchCase(
+        kernel=f"mlp {sizes} {_percent(density)} {fmt}",
+        shape=(batch, LENET[0]),
+        dtype="float32",
+        make_inputs=make_inputs,
+        baseline=call,
+        ours=lambda a, b: a.model.forward(a.X, backend=b, threads=1),
+        bytes_moved=bytes_moved,
+        copy_of="copy",
+        baseline_name=name,
+    )
+
+
+@register("mlp")
+def mlp_cases(quick):
+    density = 0.05
+    weights, biases = _lenet_weights(density)
+    cases = [
+        _mlp_case(weights, biases, density, 1, "csr", "numpy"),
+        _mlp_case(weights, biases, density, 64, "csr", "numpy"),
+        _mlp_case(weights, biases, density, 1, "int8", "numpy"),
+    ]
+    if _onnx_available():
+        cases += [
+            _mlp_case(weights, biases, density, 1, "csr", "onnxruntime"),
+            _mlp_case(weights, biases, density, 64, "csr", "onnxruntime"),
+        ]
+    return cases

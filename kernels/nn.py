@@ -36,7 +36,8 @@ import zlib
 import numpy as np
 
 from kernels import _checks
-from kernels.sparse import BSRMatrix, CSRMatrix, QuantizedCSR, spmm
+from kernels._backend import kernels_for
+from kernels.sparse import BSRMatrix, CSRMatrix, QuantizedCSR, _n_threads
 
 __all__ = ["SparseLinear", "SparseMLP"]
 
@@ -125,28 +126,26 @@ class SparseLinear:
             self._bias = bias
             self._bias_column = bias[:, None]
 
-    def _forward(self, H, out, threads, backend):
+    def _forward(self, H, out, kernels, n_threads):
         """out = activation(W @ H + bias) for feature-major H (in, k) and
-        out (out, k): one kernel call, then in-place ufuncs."""
-        if self._bias is None:
-            spmm(
-                self._weight,
-                H,
-                out,
-                threads=threads,
-                layout="features",
-                backend=backend,
+        out (out, k): one kernel call, then in-place ufuncs.
+
+        H and out are the model's own buffers, of the weight's dtype and
+        C-contiguous, so the kernel is called directly, without the
+        per-call validation of ``kernels.sparse.spmm`` (which costs more
+        than a small layer's product at batch 1)."""
+        beta = 0.0
+        if self._bias is not None:
+            np.copyto(out, self._bias_column)
+            beta = 1.0
+        matvec, _, matmat = self._weight._kernels
+        if H.shape[1] == 1:
+            getattr(kernels, matvec)(
+                *self._weight._arrays, H[:, 0], 1.0, beta, out[:, 0], n_threads
             )
         else:
-            np.copyto(out, self._bias_column)
-            spmm(
-                self._weight,
-                H,
-                out,
-                beta=1.0,
-                threads=threads,
-                layout="features",
-                backend=backend,
+            getattr(kernels, matmat)(
+                *self._weight._arrays, H, 1.0, beta, out, n_threads
             )
         activate = _IN_PLACE[self._activation]
         if activate is not None:
@@ -390,8 +389,10 @@ class SparseMLP:
         buffers = self._take_buffers(batch)
         H = buffers[0]
         np.copyto(H, X.T if X.ndim == 2 else X[:, None], casting="unsafe")
+        kernels = kernels_for("sparse", backend)
+        n_threads = _n_threads(threads, self.nnz * batch)
         for layer, out in zip(self._layers, buffers[1:], strict=True):
-            layer._forward(H, out, threads, backend)
+            layer._forward(H, out, kernels, n_threads)
             H = out
         result = H[:, 0].copy() if X.ndim == 1 else H.T.copy()
         self._return_buffers(batch, buffers)
