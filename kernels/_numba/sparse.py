@@ -266,6 +266,10 @@ def csr_matmat(data, indices, indptr, X, alpha, beta, Y, n_threads):
     moves nnz * (sv + si) + (m + 1) * si + m * k * sv bytes, plus X.
     Spec: kernels._reference.sparse.
     """
+    if Y.shape[1] == 1:  # the matvec loop: no vector loop set up per non-zero
+        x, y = X.reshape(-1), Y.reshape(-1)
+        csr_matvec(data, indices, indptr, x, alpha, beta, y, n_threads)
+        return
     if n_threads > 1 and data.size * Y.shape[1] >= _PARALLEL_MIN_WORK:
         args = (data, indices, indptr, X, alpha, beta, Y)
         _run_parallel(_csr_matmat_parallel, n_threads, args)
@@ -276,18 +280,10 @@ def csr_matmat(data, indices, indptr, X, alpha, beta, Y, n_threads):
 # BSR ---------------------------------------------------------------------
 
 # A block row is multiplied a tile of its blocks at a time, in r passes (pass
-# rr takes row rr of every block): each pass keeps its sums in registers,
-# four blocks in flight, and the tile's values, at most _TILE of them, stay
-# in L1 for the r passes.
+# rr takes row rr of every block of the tile): a pass runs four blocks side
+# by side, one accumulator each, in one loop over the c columns, and the
+# tile's values, at most _TILE of them, stay in L1 for the r passes.
 _TILE = 2048
-
-
-@kernel(inline="always")
-def _block_dot(values, offset, x, column, c, total):
-    """total + values[offset:offset + c] . x[column:column + c]."""
-    for cc in range(c):
-        total += values[np.uintp(offset + cc)] * x[np.uintp(column + cc)]
-    return total
 
 
 @kernel(**_FAST)
@@ -308,18 +304,25 @@ def _bsr_matvec_rows(data, indices, indptr, x, alpha, beta, y, first, last):
                 s0 = s1 = s2 = s3 = zero
                 blk = tile_start
                 while blk + 3 < tile_stop:
-                    at = blk * step + rr * c
-                    s0 = _block_dot(values, at, x, indices[blk] * c, c, s0)
-                    at += step
-                    s1 = _block_dot(values, at, x, indices[blk + 1] * c, c, s1)
-                    at += step
-                    s2 = _block_dot(values, at, x, indices[blk + 2] * c, c, s2)
-                    at += step
-                    s3 = _block_dot(values, at, x, indices[blk + 3] * c, c, s3)
+                    at0 = blk * step + rr * c
+                    at1 = at0 + step
+                    at2 = at1 + step
+                    at3 = at2 + step
+                    col0 = indices[blk] * c
+                    col1 = indices[blk + 1] * c
+                    col2 = indices[blk + 2] * c
+                    col3 = indices[blk + 3] * c
+                    for cc in range(c):
+                        s0 += values[np.uintp(at0 + cc)] * x[np.uintp(col0 + cc)]
+                        s1 += values[np.uintp(at1 + cc)] * x[np.uintp(col1 + cc)]
+                        s2 += values[np.uintp(at2 + cc)] * x[np.uintp(col2 + cc)]
+                        s3 += values[np.uintp(at3 + cc)] * x[np.uintp(col3 + cc)]
                     blk += 4
                 while blk < tile_stop:
-                    at = blk * step + rr * c
-                    s0 = _block_dot(values, at, x, indices[blk] * c, c, s0)
+                    at0 = blk * step + rr * c
+                    col0 = indices[blk] * c
+                    for cc in range(c):
+                        s0 += values[np.uintp(at0 + cc)] * x[np.uintp(col0 + cc)]
                     blk += 1
                 sums[rr] += (s0 + s1) + (s2 + s3)
         for rr in range(r):
@@ -342,6 +345,9 @@ def bsr_matvec(data, indices, indptr, x, alpha, beta, y, n_threads):
     O(n_blocks * r * c + m); moves n_blocks * (r * c * sv + si) +
     (m / r + 1) * si + m * sv bytes, plus x.  Spec: kernels._reference.sparse.
     """
+    if data.shape[1] == data.shape[2] == 1:  # 1 x 1 blocks: a CSR matrix
+        csr_matvec(data.reshape(-1), indices, indptr, x, alpha, beta, y, n_threads)
+        return
     if n_threads > 1 and data.size >= _PARALLEL_MIN_WORK:
         args = (data, indices, indptr, x, alpha, beta, y)
         _run_parallel(_bsr_matvec_parallel, n_threads, args)
@@ -426,6 +432,13 @@ def bsr_matmat(data, indices, indptr, X, alpha, beta, Y, n_threads):
     """Y = alpha * A @ X + beta * Y for A in BSR, feature-major X (n, k) and
     Y (m, k).  O(n_blocks * r * c * k + m * k); each block value is loaded
     once for k multiply-adds.  Spec: kernels._reference.sparse."""
+    if data.shape[1] == data.shape[2] == 1:  # 1 x 1 blocks: a CSR matrix
+        csr_matmat(data.reshape(-1), indices, indptr, X, alpha, beta, Y, n_threads)
+        return
+    if Y.shape[1] == 1:  # the matvec loop: no vector loop set up per value
+        x, y = X.reshape(-1), Y.reshape(-1)
+        bsr_matvec(data, indices, indptr, x, alpha, beta, y, n_threads)
+        return
     if n_threads > 1 and data.size * Y.shape[1] >= _PARALLEL_MIN_WORK:
         args = (data, indices, indptr, X, alpha, beta, Y)
         _run_parallel(_bsr_matmat_parallel, n_threads, args)
@@ -513,6 +526,10 @@ def _qcsr_matmat_parallel(
 def qcsr_matmat(values, indices, indptr, scales, X, alpha, beta, Y, n_threads):
     """Y = alpha * diag(scales) @ Q @ X + beta * Y, feature-major X (n, k) and
     Y (m, k), in float32.  O(nnz * k + m * k).  Spec: kernels._reference.sparse."""
+    if Y.shape[1] == 1:  # the matvec loop: no vector loop set up per non-zero
+        x, y = X.reshape(-1), Y.reshape(-1)
+        qcsr_matvec(values, indices, indptr, scales, x, alpha, beta, y, n_threads)
+        return
     args = (values, indices, indptr, scales, X, alpha, beta, Y)
     if n_threads > 1 and values.size * Y.shape[1] >= _PARALLEL_MIN_WORK:
         _run_parallel(_qcsr_matmat_parallel, n_threads, args)
