@@ -59,9 +59,11 @@ __all__ = ["CSRMatrix", "BSRMatrix", "QuantizedCSR", "spmv", "spmv_t", "spmm"]
 
 # Products with fewer multiply-adds (nnz * batch) than this run on one thread
 # when threads=None: below it, waking a thread team costs about as much as
-# the product itself.  A first estimate, to be set from the Cython kernel's
-# measurements (bench/).
-PARALLEL_MIN_WORK = 200_000
+# the product itself.  Two threads broke even at about 30k multiply-adds on
+# a quiet 2-core x86-64 machine (Numba 0.97x at 30k and 1.3-1.5x at 100k;
+# Cython 1.6-2x from 32k); 100k leaves margin for boards and busy machines,
+# where one descheduled thread makes the whole team wait.
+PARALLEL_MIN_WORK = 100_000
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
 _INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))

@@ -18,9 +18,9 @@ dispatch cost (~0.7 vs ~2.7 us for a call with five arrays, measured here):
 for small matrices the call is most of the time.
 
 Rows are summed in the values' dtype (float32 for quantised matrices) with
-four independent partial sums (the lanes of one SIMD vector for float32 and
-int8 values, through GCC/Clang vector extensions); alpha, beta and the row
-scale are applied once per row, in double.  ``y`` is not read when
+eight independent partial sums (the lanes of two SIMD vectors for float32
+and int8 values, through GCC/Clang vector extensions); alpha, beta and the
+row scale are applied once per row, in double.  ``y`` is not read when
 beta == 0.  With ``n_threads > 1`` and an OpenMP build, the rows are cut
 into one consecutive range per thread of about equal work (stored entries
 plus rows); the transposed products scatter into y and run serially.
@@ -62,10 +62,12 @@ cdef extern from *:
                                 : (ALPHA) * (ROW) + (BETA) * (double)(Y)))
 
     /* Scalar rows r0 <= i < r1 of y = alpha * diag(scales) A x + beta * y
-       (scales NULL: none).  Row i sums v[p] * x[col[p]] in ST with four partial
-       sums, s_k over the entries p = k (mod 4) of the row and the 0-3 leftover
-       entries in s_0, so that four multiply-adds are in flight instead of one
-       add waiting on the previous; the row total is (s0 + s1) + (s2 + s3). */
+       (scales NULL: none).  Row i sums v[p] * x[col[p]] in ST with eight
+       partial sums over blocks of eight entries (s_k takes the entries
+       p = k (mod 8)), so that eight multiply-adds are in flight instead of one
+       add waiting on the previous; a last block of four goes to s_0..s_3, then
+       s_k += s_(k+4), the 0-3 leftover entries go to s_0, and the row total is
+       (s_0 + s_1) + (s_2 + s_3).  Pointers are bumped, no index arithmetic. */
     #define KERNELS_SPARSE_ROWS_SCALAR(NAME, VT, IT, PT, ST)                       \
     static KERNELS_SPARSE_NOVEC void NAME(                                         \
         const VT *data, const IT *indices, const PT *indptr, const float *scales,  \
@@ -76,15 +78,31 @@ cdef extern from *:
         ptrdiff_t i;                                                               \
         for (i = r0; i < r1; ++i) {                                                \
             const VT *end = data + indptr[i + 1];                                  \
-            const VT *end4 = v + ((end - v) & ~(ptrdiff_t)3);                      \
-            ST s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                     \
+            const VT *end8 = v + ((end - v) & ~(ptrdiff_t)7);                      \
+            ST s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;     \
             double row;                                                            \
-            for (; v < end4; v += 4, col += 4) {                                   \
+            for (; v < end8; v += 8, col += 8) {                                   \
                 s0 += (ST)v[0] * x[col[0]];                                        \
                 s1 += (ST)v[1] * x[col[1]];                                        \
                 s2 += (ST)v[2] * x[col[2]];                                        \
                 s3 += (ST)v[3] * x[col[3]];                                        \
+                s4 += (ST)v[4] * x[col[4]];                                        \
+                s5 += (ST)v[5] * x[col[5]];                                        \
+                s6 += (ST)v[6] * x[col[6]];                                        \
+                s7 += (ST)v[7] * x[col[7]];                                        \
             }                                                                      \
+            if (end - v >= 4) {                                                    \
+                s0 += (ST)v[0] * x[col[0]];                                        \
+                s1 += (ST)v[1] * x[col[1]];                                        \
+                s2 += (ST)v[2] * x[col[2]];                                        \
+                s3 += (ST)v[3] * x[col[3]];                                        \
+                v += 4;                                                            \
+                col += 4;                                                          \
+            }                                                                      \
+            s0 += s4;                                                              \
+            s1 += s5;                                                              \
+            s2 += s6;                                                              \
+            s3 += s7;                                                              \
             for (; v < end; ++v, ++col)                                            \
                 s0 += (ST)v[0] * x[col[0]];                                        \
             row = (double)((s0 + s1) + (s2 + s3));                                 \
@@ -95,12 +113,12 @@ cdef extern from *:
     }
 
     #if defined(__GNUC__)
-    /* float32 rows with the four partial sums as the lanes of one 4-float
-       vector (GCC/Clang vector extensions: SSE2 on x86-64, NEON on aarch64, plain
-       scalar code elsewhere): one vector load of four values (four int8 values
-       widened), four scalar loads of x gathered into a vector, one multiply and
-       one add, where the scalar loop issues four of each.  Same sums, same
-       order, as the scalar loop. */
+    /* float32 rows with the eight partial sums as the lanes of two 4-float
+       vectors (GCC/Clang vector extensions: SSE2 on x86-64, NEON on aarch64,
+       plain scalar code elsewhere): per four entries, one vector load of the
+       values (four int8 values widened), four scalar loads of x gathered into a
+       vector, one multiply and one add, where the scalar loop issues four of
+       each.  Same sums in the same order as the scalar loop. */
     typedef float kernels_sparse_v4f __attribute__((vector_size(16)));
 
     static inline kernels_sparse_v4f kernels_sparse_load4_f32(const float *v)
@@ -136,12 +154,10 @@ cdef extern from *:
         return (kernels_sparse_v4f)vcvtq_f32_s32(vmovl_s16(vget_low_s16(h)));
     }
     #else
-    typedef signed char kernels_sparse_v4i8 __attribute__((vector_size(4)));
     static inline kernels_sparse_v4f kernels_sparse_load4_i8(const signed char *v)
     {
-        kernels_sparse_v4i8 b;
-        memcpy(&b, v, sizeof b);
-        return __builtin_convertvector(b, kernels_sparse_v4f);
+        kernels_sparse_v4f a = {(float)v[0], (float)v[1], (float)v[2], (float)v[3]};
+        return a;
     }
     #endif
 
@@ -156,15 +172,26 @@ cdef extern from *:
         ptrdiff_t i;                                                               \
         for (i = r0; i < r1; ++i) {                                                \
             const VT *end = data + indptr[i + 1];                                  \
-            const VT *end4 = v + ((end - v) & ~(ptrdiff_t)3);                      \
-            kernels_sparse_v4f acc = {0, 0, 0, 0};                                 \
+            const VT *end8 = v + ((end - v) & ~(ptrdiff_t)7);                      \
+            kernels_sparse_v4f acc = {0, 0, 0, 0}, acc2 = {0, 0, 0, 0};            \
             float s0;                                                              \
             double row;                                                            \
-            for (; v < end4; v += 4, col += 4) {                                   \
+            for (; v < end8; v += 8, col += 8) {                                   \
+                kernels_sparse_v4f xs = {x[col[0]], x[col[1]], x[col[2]],          \
+                                         x[col[3]]};                               \
+                kernels_sparse_v4f xs2 = {x[col[4]], x[col[5]], x[col[6]],         \
+                                          x[col[7]]};                              \
+                acc += LOAD4(v) * xs;                                              \
+                acc2 += LOAD4(v + 4) * xs2;                                        \
+            }                                                                      \
+            if (end - v >= 4) {                                                    \
                 kernels_sparse_v4f xs = {x[col[0]], x[col[1]], x[col[2]],          \
                                          x[col[3]]};                               \
                 acc += LOAD4(v) * xs;                                              \
+                v += 4;                                                            \
+                col += 4;                                                          \
             }                                                                      \
+            acc += acc2;                                                           \
             s0 = acc[0];                                                           \
             for (; v < end; ++v, ++col)                                            \
                 s0 += (float)v[0] * x[col[0]];                                     \
@@ -854,7 +881,7 @@ def csr_matvec(data, indices, indptr, x, double alpha, double beta, y, int n_thr
     """y = alpha * A @ x + beta * y for A in CSR (m x n).
 
     y_i = alpha * sum_{p in row i} data[p] * x[indices[p]] + beta * y_i,
-    each row summed in the values' dtype with four partial sums.
+    each row summed in the values' dtype with eight partial sums.
     O(nnz + m); moves nnz * (sv + si) + (m + 1) * si + m * sv bytes (plus x,
     n * sv, from cache when it fits).  Rows split over n_threads threads.
     """
@@ -1109,7 +1136,7 @@ def qcsr_matvec(values, indices, indptr, scales, x, double alpha, double beta, y
     """y = alpha * diag(scales) @ Q @ x + beta * y for a quantised CSR matrix
     (int8 values Q, one float32 scale per row, float32 x and y).
 
-    Row i sums float(Q[p]) * x[indices[p]] in float32 with four partial
+    Row i sums float(Q[p]) * x[indices[p]] in float32 with eight partial
     sums, then is multiplied by scales[i] once.  O(nnz + m); moves
     nnz * (1 + si) + (m + 1) * spi + m * 4 (scales) + m * 4 (y) bytes (plus
     x).  Rows split over n_threads threads.

@@ -24,13 +24,15 @@ How the loops are written, and why:
   FMA (one rounding instead of two).  It reorders nothing and keeps NaN and
   inf semantics.
 * ``y`` is written, never read, when ``beta == 0``.
-* The kernels that take ``n_threads`` are Python functions.  They call a
-  compiled kernel over all rows, or, for ``n_threads > 1`` and enough work
-  to pay for waking the threads, a ``parallel=True`` one that splits the
-  rows into one contiguous range per thread, balanced by non-zeros plus
-  rows, each range one ``prange`` iteration; Numba's thread count is set
-  for that call and restored after it.  Both run the same compiled
-  row-range kernel.  The transposed products scatter into y and are serial.
+* The kernels that take ``n_threads`` are Python functions.  With
+  ``n_threads == 1`` they call a compiled kernel over all rows; otherwise a
+  ``parallel=True`` one that splits the rows into one contiguous range per
+  thread, balanced by non-zeros plus rows, each range one ``prange``
+  iteration, with Numba's thread count set for that call and restored
+  after it.  Both run the same compiled row-range kernel.  Whether a
+  product is large enough to be worth threads is the caller's decision
+  (``kernels.sparse``).  The transposed products scatter into y and are
+  serial.
 """
 
 import numba
@@ -40,11 +42,6 @@ from numba import prange
 from kernels._numba._jit import kernel
 
 _FAST = {"fastmath": {"contract"}}
-
-# Below this many multiply-adds a product runs on one thread, whatever
-# n_threads says: waking and joining the thread team, and setting Numba's
-# thread count from Python, cost some microseconds.
-_PARALLEL_MIN_WORK = 100_000
 
 
 def _run_parallel(parallel_kernel, n_threads, args):
@@ -217,7 +214,7 @@ def csr_matvec(data, indices, indptr, x, alpha, beta, y, n_threads):
     O(nnz + m); moves nnz * (sv + si) + (m + 1) * si + m * sv bytes, plus x
     (from cache when it fits).  Spec: kernels._reference.sparse.
     """
-    if n_threads > 1 and data.size >= _PARALLEL_MIN_WORK:
+    if n_threads > 1:
         args = (data, indices, indptr, x, alpha, beta, y)
         _run_parallel(_csr_matvec_parallel, n_threads, args)
     else:
@@ -270,7 +267,7 @@ def csr_matmat(data, indices, indptr, X, alpha, beta, Y, n_threads):
         x, y = X.reshape(-1), Y.reshape(-1)
         csr_matvec(data, indices, indptr, x, alpha, beta, y, n_threads)
         return
-    if n_threads > 1 and data.size * Y.shape[1] >= _PARALLEL_MIN_WORK:
+    if n_threads > 1:
         args = (data, indices, indptr, X, alpha, beta, Y)
         _run_parallel(_csr_matmat_parallel, n_threads, args)
     else:
@@ -348,7 +345,7 @@ def bsr_matvec(data, indices, indptr, x, alpha, beta, y, n_threads):
     if data.shape[1] == data.shape[2] == 1:  # 1 x 1 blocks: a CSR matrix
         csr_matvec(data.reshape(-1), indices, indptr, x, alpha, beta, y, n_threads)
         return
-    if n_threads > 1 and data.size >= _PARALLEL_MIN_WORK:
+    if n_threads > 1:
         args = (data, indices, indptr, x, alpha, beta, y)
         _run_parallel(_bsr_matvec_parallel, n_threads, args)
     else:
@@ -439,7 +436,7 @@ def bsr_matmat(data, indices, indptr, X, alpha, beta, Y, n_threads):
         x, y = X.reshape(-1), Y.reshape(-1)
         bsr_matvec(data, indices, indptr, x, alpha, beta, y, n_threads)
         return
-    if n_threads > 1 and data.size * Y.shape[1] >= _PARALLEL_MIN_WORK:
+    if n_threads > 1:
         args = (data, indices, indptr, X, alpha, beta, Y)
         _run_parallel(_bsr_matmat_parallel, n_threads, args)
     else:
@@ -481,7 +478,7 @@ def qcsr_matvec(values, indices, indptr, scales, x, alpha, beta, y, n_threads):
     Spec: kernels._reference.sparse.
     """
     args = (values, indices, indptr, scales, x, alpha, beta, y)
-    if n_threads > 1 and values.size >= _PARALLEL_MIN_WORK:
+    if n_threads > 1:
         _run_parallel(_qcsr_matvec_parallel, n_threads, args)
     else:
         _qcsr_matvec_rows(*args, 0, y.size)
@@ -531,7 +528,7 @@ def qcsr_matmat(values, indices, indptr, scales, X, alpha, beta, Y, n_threads):
         qcsr_matvec(values, indices, indptr, scales, x, alpha, beta, y, n_threads)
         return
     args = (values, indices, indptr, scales, X, alpha, beta, Y)
-    if n_threads > 1 and values.size * Y.shape[1] >= _PARALLEL_MIN_WORK:
+    if n_threads > 1:
         _run_parallel(_qcsr_matmat_parallel, n_threads, args)
     else:
         _qcsr_matmat_rows(*args, 0, Y.shape[0])
