@@ -162,7 +162,9 @@ def _check_divisible(shape, blocksize):
 
 
 class _SparseOperator:
-    """What the three formats share: shape, dtype, density, ``@``."""
+    """What the three formats share: shape, structure arrays, nnz, nbytes,
+    density, ``@``.  A subclass provides ``_arrays``, the arguments its
+    kernels take before the vector."""
 
     __slots__ = ("_shape",)
 
@@ -177,6 +179,26 @@ class _SparseOperator:
         empty shape; repeated entries can make it exceed 1)."""
         size = self._shape[0] * self._shape[1]
         return self.nnz / size if size else 0.0
+
+    @property
+    def indices(self):
+        return self._indices
+
+    @property
+    def indptr(self):
+        return self._indptr
+
+    @property
+    def nnz(self):
+        """Stored entries: explicit zeros and repeats included, and for a
+        BSRMatrix the zeros inside its blocks."""
+        return self._arrays[0].size
+
+    @property
+    def nbytes(self):
+        """Bytes of every array the products read: the values, indices and
+        indptr, and a QuantizedCSR's scales."""
+        return sum(array.nbytes for array in self._arrays)
 
     def __matmul__(self, other):
         """``A @ x`` for a vector x of length n (``spmv``), ``A @ X`` for X of
@@ -295,26 +317,8 @@ class CSRMatrix(_SparseOperator):
         return self._data
 
     @property
-    def indices(self):
-        return self._indices
-
-    @property
-    def indptr(self):
-        return self._indptr
-
-    @property
     def dtype(self):
         return self._data.dtype
-
-    @property
-    def nnz(self):
-        """The number of stored entries (explicit zeros and repeats included)."""
-        return self._data.size
-
-    @property
-    def nbytes(self):
-        """Bytes of data + indices + indptr."""
-        return self._data.nbytes + self._indices.nbytes + self._indptr.nbytes
 
     @property
     def _arrays(self):
@@ -461,14 +465,6 @@ class BSRMatrix(_SparseOperator):
         return self._data
 
     @property
-    def indices(self):
-        return self._indices
-
-    @property
-    def indptr(self):
-        return self._indptr
-
-    @property
     def blocksize(self):
         """(r, c)."""
         return self._data.shape[1:]
@@ -476,11 +472,6 @@ class BSRMatrix(_SparseOperator):
     @property
     def dtype(self):
         return self._data.dtype
-
-    @property
-    def nnz(self):
-        """Stored entries: n_blocks * r * c, the zeros inside blocks included."""
-        return self._data.size
 
     @property
     def fill_in(self):
@@ -491,11 +482,6 @@ class BSRMatrix(_SparseOperator):
         if nonzero == 0:
             return 1.0 if self._data.size == 0 else math.inf
         return self._data.size / nonzero
-
-    @property
-    def nbytes(self):
-        """Bytes of data + indices + indptr."""
-        return self._data.nbytes + self._indices.nbytes + self._indptr.nbytes
 
     @property
     def _arrays(self):
@@ -614,14 +600,6 @@ class QuantizedCSR(_SparseOperator):
         return self._values
 
     @property
-    def indices(self):
-        return self._indices
-
-    @property
-    def indptr(self):
-        return self._indptr
-
-    @property
     def scales(self):
         return self._scales
 
@@ -633,20 +611,6 @@ class QuantizedCSR(_SparseOperator):
     def dtype(self):
         """float32: the dtype the products compute in."""
         return np.dtype(np.float32)
-
-    @property
-    def nnz(self):
-        return self._values.size
-
-    @property
-    def nbytes(self):
-        """Bytes of values + indices + indptr + scales."""
-        return (
-            self._values.nbytes
-            + self._indices.nbytes
-            + self._indptr.nbytes
-            + self._scales.nbytes
-        )
 
     @property
     def _arrays(self):
