@@ -1,0 +1,22 @@
+"""Integer codes the solver kernels dispatch on (never Python functions).
+
+Shared by the three backends: the NumPy reference and the Numba kernels
+import them from here, and the Cython module defines the same numbers in an
+enum that ``tests/test_solvers.py`` checks against these.
+"""
+
+# Losses of a linear model with margins m = x @ W + b (K columns).
+LOSS_SQUARED = 0  # 0.5 * (m - y)^2, K = 1
+LOSS_LOGISTIC = 1  # log(1 + exp(-y * m)), y in {-1, +1}, K = 1
+LOSS_MULTINOMIAL = 2  # logsumexp(m) - m[y], y in {0, ..., K - 1}
+
+# Penalties applied by the prox at every step, on top of the ridge term.
+PENALTY_NONE = 0
+PENALTY_L1 = 1  # l1 * ||W||_1 (with the ridge: the elastic net)
+PENALTY_GROUP_L1 = 2  # l1 * sum_g weight_g * ||W_g||_2, groups of rows of W
+PENALTY_L0 = 3  # l1 * (number of non-zeros of W)
+
+# How an epoch forms the step direction (ALGORITHMS.md section 2).
+METHOD_SNAPSHOT = 0  # SVRG family: s = grad f_I(snapshot), mu = its mean
+METHOD_TABLE = 1  # SAGA family: s = the table's last derivatives, mu = their mean
+METHOD_RECURSIVE = 2  # SARAH: v_t = grad f_I(x_t) - grad f_I(x_{t-1}) + v_{t-1}

@@ -1,0 +1,343 @@
+"""Linear-model solver kernels, compiled with Numba.
+
+Same names, arguments and semantics as ``kernels._reference.solvers`` (the
+specification and its input contract).  What this module adds is speed:
+
+* On CSR data with no penalty or the l1 penalty (with or without the ridge:
+  the elastic net), a step touches only the coordinates its samples read
+  (ALGORITHMS.md section 5).  Between two reads of coordinate k, every step
+  applies the same map to it, ``w <- soft(w - eta*c_k, eta*l1) / (1 +
+  eta*ridge)`` with c_k the k-th entry of the dense part of the direction,
+  which only changes when a sample that reads k is processed.  ``last[k]``
+  is the step coordinate k is current at; ``_advance`` applies any number
+  of pending steps at once, in closed form while the sign of w stays the
+  same (the map is affine there), one by one when it changes sign (at most
+  once: the map is monotone, so the iterates are too).
+* On dense data, or with the group l1 and l0 penalties (not separable, or
+  without a closed form), every step updates every coordinate, as the
+  reference does.
+"""
+
+import math
+
+import numpy as np
+
+from kernels._codes import (
+    LOSS_LOGISTIC,
+    LOSS_SQUARED,
+    METHOD_RECURSIVE,
+    METHOD_SNAPSHOT,
+    METHOD_TABLE,
+    PENALTY_GROUP_L1,
+    PENALTY_L0,
+    PENALTY_L1,
+    PENALTY_NONE,
+)
+from kernels._numba._jit import kernel
+
+
+@kernel
+def _row_bounds(indptr, n_features, i):
+    """(first value, first column, length) of sample i's row."""
+    if indptr.shape[0] == 0:
+        return i * n_features, 0, n_features
+    return indptr[i], indptr[i], indptr[i + 1] - indptr[i]
+
+
+@kernel
+def _margins(data, indices, first, column, length, coef, intercept, out):
+    for kk in range(out.shape[0]):
+        out[kk] = intercept[kk]
+    for j in range(length):
+        value = np.float64(data[first + j])
+        k = indices[column + j]
+        for kk in range(out.shape[0]):
+            out[kk] += value * coef[k, kk]
+
+
+@kernel
+def _loss_and_derivative(loss, margins, target, derivative):
+    """The loss of one sample; writes dloss/dm into ``derivative``."""
+    if loss == LOSS_SQUARED:
+        residual = margins[0] - target
+        derivative[0] = residual
+        return 0.5 * residual * residual
+    if loss == LOSS_LOGISTIC:
+        z = target * margins[0]
+        if z > 0:
+            value = math.log1p(math.exp(-z))
+            derivative[0] = -target * math.exp(-z) / (1.0 + math.exp(-z))
+        else:
+            value = -z + math.log1p(math.exp(z))
+            derivative[0] = -target / (1.0 + math.exp(z))
+        return value
+    top = margins[0]
+    for kk in range(1, margins.shape[0]):
+        top = max(top, margins[kk])
+    total = 0.0
+    for kk in range(margins.shape[0]):
+        derivative[kk] = math.exp(margins[kk] - top)
+        total += derivative[kk]
+    for kk in range(margins.shape[0]):
+        derivative[kk] /= total
+    label = int(target)
+    derivative[label] -= 1.0
+    return math.log(total) + top - margins[label]
+
+
+@kernel
+def linear_pass(loss, data, indices, indptr, y, coef, intercept, samples,
+                derivatives, grad, grad_intercept):
+    n_features, n_outputs = coef.shape
+    margins = np.empty(n_outputs)
+    total = 0.0
+    for j in range(samples.shape[0]):
+        i = samples[j]
+        first, column, length = _row_bounds(indptr, n_features, i)
+        _margins(data, indices, first, column, length, coef, intercept, margins)
+        total += _loss_and_derivative(loss, margins, y[i], derivatives[j])
+        for kk in range(n_outputs):
+            grad_intercept[kk] += derivatives[j, kk]
+        for jj in range(length):
+            value = np.float64(data[first + jj])
+            k = indices[column + jj]
+            for kk in range(n_outputs):
+                grad[k, kk] += value * derivatives[j, kk]
+    return total
+
+
+@kernel(inline="always")
+def _soft(z, threshold):
+    if z > threshold:
+        return z - threshold
+    if z < -threshold:
+        return z + threshold
+    return 0.0
+
+
+@kernel
+def _advance(w, c, steps, step, ridge, l1, log_shrink):
+    """``steps`` applications of w <- soft(w - step*c, step*l1) / (1 +
+    step*ridge); ``log_shrink`` is log1p(step * ridge)."""
+    shift = step * c
+    threshold = step * l1
+    divisor = 1.0 + step * ridge
+    while steps > 0:
+        if w != w or steps == 1:
+            return _soft(w - shift, threshold) / divisor
+        if w == 0.0:
+            if abs(shift) <= threshold:
+                return 0.0
+            w = _soft(-shift, threshold) / divisor
+            steps -= 1
+            continue
+        # Same sign for all the steps: w -> (w - s) / divisor, affine.
+        s = shift + threshold if w > 0.0 else shift - threshold
+        if ridge == 0.0 or step == 0.0:
+            result = w - steps * s
+        else:
+            decay = math.exp(-steps * log_shrink)
+            result = decay * w - s * (-math.expm1(-steps * log_shrink)) / (step * ridge)
+        if (result > 0.0) == (w > 0.0) and result != 0.0:
+            return result
+        # The sign changes on the way: step exactly until it has.
+        positive = w > 0.0
+        while steps > 0 and w != 0.0 and (w > 0.0) == positive:
+            w = _soft(w - shift, threshold) / divisor
+            steps -= 1
+    return w
+
+
+@kernel
+def _catch_up(method, k, time, coef, direction, cm, previous, last, step,
+              ridge, l1, log_shrink):
+    """Bring row k of coef (and of previous, for SARAH) to step ``time``."""
+    steps = time - last[k]
+    if steps <= 0:
+        return
+    scale = 1.0 if method == METHOD_RECURSIVE else cm
+    for kk in range(coef.shape[1]):
+        c = scale * direction[k, kk]
+        if method == METHOD_RECURSIVE:
+            before = _advance(coef[k, kk], c, steps - 1, step, ridge, l1, log_shrink)
+            previous[k, kk] = before
+            coef[k, kk] = _advance(before, c, 1, step, ridge, l1, log_shrink)
+        else:
+            coef[k, kk] = _advance(coef[k, kk], c, steps, step, ridge, l1, log_shrink)
+    last[k] = time
+
+
+@kernel
+def prox_step(penalty, coef, step, ridge, l1, group_ptr, group_weights):
+    scale = 1.0 / (1.0 + step * ridge)
+    n_features, n_outputs = coef.shape
+    if penalty == PENALTY_GROUP_L1:
+        for g in range(group_ptr.shape[0] - 1):
+            total = 0.0
+            for k in range(group_ptr[g], group_ptr[g + 1]):
+                for kk in range(n_outputs):
+                    total += coef[k, kk] * coef[k, kk]
+            norm = math.sqrt(total)
+            factor = 0.0
+            if norm > 0.0:
+                factor = max(0.0, 1.0 - step * l1 * group_weights[g] / norm)
+            for k in range(group_ptr[g], group_ptr[g + 1]):
+                for kk in range(n_outputs):
+                    coef[k, kk] *= factor * scale
+        return
+    cutoff = math.sqrt(2.0 * step * l1 * (1.0 + step * ridge))
+    for k in range(n_features):
+        for kk in range(n_outputs):
+            w = coef[k, kk]
+            if penalty == PENALTY_L1:
+                w = _soft(w, step * l1)
+            elif penalty == PENALTY_L0 and abs(w) <= cutoff:
+                w = 0.0
+            coef[k, kk] = w * scale
+
+
+@kernel
+def _batch_weights(method, loss, data, indices, indptr, y, coef, intercept,
+                   batch, cg, cs, anchor, anchor_intercept, table, previous,
+                   previous_intercept, margins, scratch, current, weights):
+    """Per sample of the batch: ``current`` = derivative at coef, and
+    ``weights`` = the sample's share of the sparse part of v."""
+    n_features = coef.shape[0]
+    size = batch.shape[0]
+    for j in range(size):
+        i = batch[j]
+        first, column, length = _row_bounds(indptr, n_features, i)
+        _margins(data, indices, first, column, length, coef, intercept, margins)
+        _loss_and_derivative(loss, margins, y[i], current[j])
+        if method == METHOD_TABLE:
+            for kk in range(coef.shape[1]):
+                scratch[kk] = table[i, kk]
+        elif method == METHOD_SNAPSHOT and cs == 0.0:
+            scratch[:] = 0.0  # plain SGD: no snapshot term to compute
+        elif method == METHOD_SNAPSHOT:
+            _margins(data, indices, first, column, length, anchor,
+                     anchor_intercept, margins)
+            _loss_and_derivative(loss, margins, y[i], scratch)
+        else:
+            _margins(data, indices, first, column, length, previous,
+                     previous_intercept, margins)
+            _loss_and_derivative(loss, margins, y[i], scratch)
+        for kk in range(coef.shape[1]):
+            if method == METHOD_RECURSIVE:
+                weights[j, kk] = (current[j, kk] - scratch[kk]) / size
+            else:
+                weights[j, kk] = (cg * current[j, kk] + cs * scratch[kk]) / size
+
+
+@kernel
+def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
+                 intercept, fit_intercept, samples, batch_size, step, ridge, l1,
+                 group_ptr, group_weights, cg, cs, cm, anchor,
+                 anchor_intercept, direction, direction_intercept, table,
+                 previous, previous_intercept, work, last):
+    n_features, n_outputs = coef.shape
+    lazy = indptr.shape[0] > 0 and (penalty == PENALTY_NONE or penalty == PENALTY_L1)
+    l1_lazy = l1 if penalty == PENALTY_L1 else 0.0
+    log_shrink = math.log1p(step * ridge)
+    margins = np.empty(n_outputs)
+    scratch = np.empty(n_outputs)
+    current = np.empty((batch_size, n_outputs))
+    weights = np.empty((batch_size, n_outputs))
+    partial_intercept = np.empty(n_outputs)
+    time = 0
+    if lazy:
+        last[:] = 0
+    if method == METHOD_RECURSIVE:
+        for kk in range(n_outputs):
+            previous_intercept[kk] = intercept[kk]
+            if fit_intercept:
+                intercept[kk] -= step * direction_intercept[kk]
+        if lazy:
+            time = 1
+        else:
+            previous[:, :] = coef
+            for k in range(n_features):
+                for kk in range(n_outputs):
+                    coef[k, kk] -= step * direction[k, kk]
+            prox_step(penalty, coef, step, ridge, l1, group_ptr, group_weights)
+    for start in range(0, samples.shape[0], batch_size):
+        batch = samples[start : min(start + batch_size, samples.shape[0])]
+        size = batch.shape[0]
+        if lazy:
+            for j in range(size):
+                first, column, length = _row_bounds(indptr, n_features, batch[j])
+                for jj in range(length):
+                    _catch_up(method, indices[column + jj], time, coef,
+                              direction, cm, previous, last, step, ridge,
+                              l1_lazy, log_shrink)
+        _batch_weights(method, loss, data, indices, indptr, y, coef, intercept,
+                       batch, cg, cs, anchor, anchor_intercept, table, previous,
+                       previous_intercept, margins, scratch, current, weights)
+        for kk in range(n_outputs):
+            partial_intercept[kk] = 0.0
+        for j in range(size):
+            first, column, length = _row_bounds(indptr, n_features, batch[j])
+            for kk in range(n_outputs):
+                partial_intercept[kk] += weights[j, kk]
+            for jj in range(length):
+                value = np.float64(data[first + jj])
+                k = indices[column + jj]
+                for kk in range(n_outputs):
+                    work[k, kk] += value * weights[j, kk]
+        if lazy:
+            for j in range(size):
+                first, column, length = _row_bounds(indptr, n_features, batch[j])
+                for jj in range(length):
+                    k = indices[column + jj]
+                    if last[k] != time:
+                        continue
+                    for kk in range(n_outputs):
+                        if method == METHOD_RECURSIVE:
+                            direction[k, kk] += work[k, kk]
+                            previous[k, kk] = coef[k, kk]
+                            z = coef[k, kk] - step * direction[k, kk]
+                        else:
+                            z = coef[k, kk] - step * (work[k, kk] + cm * direction[k, kk])
+                        coef[k, kk] = _soft(z, step * l1_lazy) / (1.0 + step * ridge)
+                        work[k, kk] = 0.0
+                    last[k] = time + 1
+        else:
+            if method == METHOD_RECURSIVE:
+                previous[:, :] = coef
+            for k in range(n_features):
+                for kk in range(n_outputs):
+                    if method == METHOD_RECURSIVE:
+                        direction[k, kk] += work[k, kk]
+                        coef[k, kk] -= step * direction[k, kk]
+                    else:
+                        coef[k, kk] -= step * (work[k, kk] + cm * direction[k, kk])
+                    work[k, kk] = 0.0
+            prox_step(penalty, coef, step, ridge, l1, group_ptr, group_weights)
+        for kk in range(n_outputs):
+            if method == METHOD_RECURSIVE:
+                direction_intercept[kk] += partial_intercept[kk]
+                previous_intercept[kk] = intercept[kk]
+                if fit_intercept:
+                    intercept[kk] -= step * direction_intercept[kk]
+            elif fit_intercept:
+                intercept[kk] -= step * (partial_intercept[kk]
+                                         + cm * direction_intercept[kk])
+        if method == METHOD_TABLE:
+            n_total = table.shape[0]
+            for j in range(size):
+                i = batch[j]
+                first, column, length = _row_bounds(indptr, n_features, i)
+                for kk in range(n_outputs):
+                    scratch[kk] = (current[j, kk] - table[i, kk]) / n_total
+                    table[i, kk] = current[j, kk]
+                    direction_intercept[kk] += scratch[kk]
+                for jj in range(length):
+                    value = np.float64(data[first + jj])
+                    k = indices[column + jj]
+                    for kk in range(n_outputs):
+                        direction[k, kk] += value * scratch[kk]
+        time += 1
+    if lazy:
+        for k in range(n_features):
+            _catch_up(method, k, time, coef, direction, cm, previous, last,
+                      step, ridge, l1_lazy, log_shrink)
