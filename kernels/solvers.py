@@ -113,7 +113,13 @@ class SolverResult:
 def lambda_coefficients(lam):
     """(cg, cs, cm) with v = cg*g + cs*s + cm*mu for the lambda-estimator
     (ALGORITHMS.md section 2); ``lam=None`` is the textbook SVRG / SAGA
-    direction g - s + mu."""
+    direction g - s + mu.
+
+    At a solution (x = snapshot, mu exact) v = max(cg, cm) * grad f: the
+    solvers give the prox the step max(cg, cm) * step, so that, with a
+    penalty, the lambda-estimator converges to the solution of the stated
+    problem and not of the one with the penalty scaled by 1 / (1 - lam) or
+    1 / lam.  lam = 1/2 is then exactly SVRG with half the step."""
     if lam is None:
         return 1.0, -1.0, 1.0
     lam = _checks.scalar(lam, "lam", minimum=0.0, allow_inf=False)
@@ -391,7 +397,8 @@ class _Run:
         self.timed(
             p.kernels.linear_epoch, method, p.loss, p.penalty, p.data, p.indices,
             p.indptr, p.y, self.coef, self.intercept, p.fit_intercept, samples,
-            batch_size, step, p.ridge, p.l1, p.group_ptr, p.group_weights,
+            batch_size, step, step * max(cg, cm), p.ridge, p.l1, p.group_ptr,
+            p.group_weights,
             cg, cs, cm,
             _or_empty(anchor, (0, k)), _or_empty(anchor_intercept, (0,)),
             _or_empty(direction, (0, k)), _or_empty(direction_intercept, (0,)),
@@ -579,10 +586,11 @@ def _stage(run, batch, lam, step, inner_batch, inner_steps):
     _, mu, mu_intercept, derivatives = run.timed(p.gradient, run.coef, run.intercept, batch)
     run.n_ifo += batch.shape[0]
     samples = run.rng.integers(0, p.n_samples, size=inner_steps * inner_batch)
+    run.anchor, run.anchor_intercept = run.coef.copy(), run.intercept.copy()
     run.epoch_call(
         METHOD_SNAPSHOT, samples.astype(np.int64), inner_batch, step,
-        lambda_coefficients(lam), anchor=run.coef.copy(),
-        anchor_intercept=run.intercept.copy(), direction=mu,
+        lambda_coefficients(lam), anchor=run.anchor,
+        anchor_intercept=run.anchor_intercept, direction=mu,
         direction_intercept=mu_intercept,
     )
     run.n_ifo += _ifos_per_sample(lambda_coefficients(lam)) * samples.shape[0]
@@ -591,21 +599,26 @@ def _stage(run, batch, lam, step, inner_batch, inner_steps):
 
 def scsg(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
          beta=0.0, step="auto", lam=None, batch_size=1, stage_batch=None,
-         max_epochs=100, tol=1e-4, seed=None, callback=None, verbose=False,
-         l1_ratio=0.5, groups=None, backend=None):
-    """SCSG (Lei et al. 2017): each stage draws ``stage_batch`` samples
-    without replacement (default n/8) for mu, then runs N ~
-    Geometric(b / (B + b)) snapshot steps on mini-batches of ``batch_size``
-    drawn uniformly.  One "epoch" of the history is one stage; ``max_epochs``
-    bounds the stages.  Default step 1/(3L).  No ``sample_order``: the
-    stages draw their samples from ``seed``.""" + _COMMON
+         batch_growth=1.5, max_epochs=100, tol=1e-4, seed=None, callback=None,
+         verbose=False, l1_ratio=0.5, groups=None, backend=None):
+    """SCSG (Lei et al. 2017): stage j draws B_j = min(n, stage_batch *
+    batch_growth^j) samples without replacement (stage_batch defaults to
+    n/8) for mu, then runs N ~ Geometric(b / (B_j + b)) snapshot steps on
+    mini-batches of ``batch_size`` drawn uniformly.  With a fixed B < n
+    (``batch_growth=1``) the batch mean's error leaves a noise floor, so the
+    batch grows (as in the paper's convergent version) until it is the
+    whole data set.  One "epoch" of the history is one stage;
+    ``max_epochs`` bounds the stages.  Default step 1/(3L).  No
+    ``sample_order``: the stages draw their samples from ``seed``.""" + _COMMON
     p = _problem(X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend)
     run = _Run(p, "scsg", step, max_epochs, tol, seed, None, callback, verbose, 1 / 3)
     b = _batch_size(batch_size, p.n_samples)
     n = p.n_samples
-    big = max(b, -(-n // 8)) if stage_batch is None else _checks.integer(
+    first = max(b, -(-n // 8)) if stage_batch is None else _checks.integer(
         stage_batch, "stage_batch", minimum=1, maximum=n)
+    growth = _checks.scalar(batch_growth, "batch_growth", minimum=1.0, allow_inf=False)
     while run.monitor():
+        big = min(n, math.ceil(first * growth ** run.epoch))
         batch = np.sort(run.rng.choice(n, size=big, replace=False)).astype(np.int64)
         inner = int(run.rng.geometric(b / (big + b)))
         _stage(run, batch, lam, run.step, b, inner)
@@ -636,10 +649,17 @@ def vcsg(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
        bound active (B clipped to n^min_batch_exponent) lam =
        ``lam_biased`` and step / n^step_exponent_biased.
 
-    ``eps`` None makes the tolerance relative: theta * ||mu||^2 of the
-    previous stage (the batch mean's error a fixed fraction of the
-    gradient it estimates); a number fixes it.  Default step 1/L.  One
-    "epoch" of the history is one stage.""" + _COMMON
+    ``eps`` None makes the tolerance relative: theta * ||G||^2, G the
+    gradient mapping at the previous snapshot estimated from its batch mean
+    (the batch mean's error a fixed fraction of what it estimates, so the
+    batch grows to n as the iterates approach a solution, where G
+    vanishes); a number fixes it.  Default step 1/L.  One "epoch" of the
+    history is one stage.
+
+    For lam < 1/2 the estimator's variance does not vanish at the solution
+    (v = (1 - 2 lam) g_i + ... there), so with the default lam_unbiased=0.4
+    the iterates settle in a small neighbourhood of it; lam_unbiased=0.5
+    (half the SVRG direction) converges to it.""" + _COMMON
     p = _problem(X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend)
     run = _Run(p, "vcsg", step, max_epochs, tol, seed, None, callback, verbose, 1.0)
     warmup_stages = _checks.integer(warmup_stages, "warmup_stages", minimum=0)
@@ -673,6 +693,8 @@ def vcsg(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
         mu, mu_intercept, derivatives = _stage(run, batch, lam, step, b, max(1, big // b))
         mu_norm2 = float(np.sum(mu * mu) + np.sum(mu_intercept * mu_intercept))
         spread = float(norms[batch] @ np.sum(derivatives * derivatives, axis=1)) / big
-        sigma2, target = max(spread - mu_norm2, 0.0), mu_norm2
+        sigma2 = max(spread - mu_norm2, 0.0)
+        target = p.certificate(run.anchor, run.anchor_intercept, mu, mu_intercept,
+                               step) ** 2
         run.epoch += 1
     return run.result()

@@ -116,12 +116,10 @@ def _soft(z, threshold):
 
 
 @kernel
-def _advance(w, c, steps, step, ridge, l1, log_shrink):
-    """``steps`` applications of w <- soft(w - step*c, step*l1) / (1 +
-    step*ridge); ``log_shrink`` is log1p(step * ridge)."""
-    shift = step * c
-    threshold = step * l1
-    divisor = 1.0 + step * ridge
+def _advance(w, shift, threshold, shrink, log_shrink, steps):
+    """``steps`` applications of w <- soft(w - shift, threshold) / (1 +
+    shrink); ``log_shrink`` is log1p(shrink)."""
+    divisor = 1.0 + shrink
     while steps > 0:
         if w != w or steps == 1:
             return _soft(w - shift, threshold) / divisor
@@ -131,13 +129,14 @@ def _advance(w, c, steps, step, ridge, l1, log_shrink):
             w = _soft(-shift, threshold) / divisor
             steps -= 1
             continue
-        # Same sign for all the steps: w -> (w - s) / divisor, affine.
+        # Same sign for all the steps: w -> (w - s) / divisor, affine, and
+        # sum_{j=1..steps} divisor^-j = -expm1(-steps * log_shrink) / shrink.
         s = shift + threshold if w > 0.0 else shift - threshold
-        if ridge == 0.0 or step == 0.0:
+        if shrink == 0.0:
             result = w - steps * s
         else:
             decay = math.exp(-steps * log_shrink)
-            result = decay * w - s * (-math.expm1(-steps * log_shrink)) / (step * ridge)
+            result = decay * w - s * (-math.expm1(-steps * log_shrink)) / shrink
         if (result > 0.0) == (w > 0.0) and result != 0.0:
             return result
         # The sign changes on the way: step exactly until it has.
@@ -150,20 +149,20 @@ def _advance(w, c, steps, step, ridge, l1, log_shrink):
 
 @kernel
 def _catch_up(method, k, time, coef, direction, cm, previous, last, step,
-              ridge, l1, log_shrink):
+              threshold, shrink, log_shrink):
     """Bring row k of coef (and of previous, for SARAH) to step ``time``."""
     steps = time - last[k]
     if steps <= 0:
         return
     scale = 1.0 if method == METHOD_RECURSIVE else cm
     for kk in range(coef.shape[1]):
-        c = scale * direction[k, kk]
+        shift = step * scale * direction[k, kk]
         if method == METHOD_RECURSIVE:
-            before = _advance(coef[k, kk], c, steps - 1, step, ridge, l1, log_shrink)
+            before = _advance(coef[k, kk], shift, threshold, shrink, log_shrink, steps - 1)
             previous[k, kk] = before
-            coef[k, kk] = _advance(before, c, 1, step, ridge, l1, log_shrink)
+            coef[k, kk] = _advance(before, shift, threshold, shrink, log_shrink, 1)
         else:
-            coef[k, kk] = _advance(coef[k, kk], c, steps, step, ridge, l1, log_shrink)
+            coef[k, kk] = _advance(coef[k, kk], shift, threshold, shrink, log_shrink, steps)
     last[k] = time
 
 
@@ -231,14 +230,16 @@ def _batch_weights(method, loss, data, indices, indptr, y, coef, intercept,
 
 @kernel
 def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
-                 intercept, fit_intercept, samples, batch_size, step, ridge, l1,
-                 group_ptr, group_weights, cg, cs, cm, anchor,
+                 intercept, fit_intercept, samples, batch_size, step,
+                 shrink_step, ridge, l1, group_ptr, group_weights, cg, cs, cm,
+                 anchor,
                  anchor_intercept, direction, direction_intercept, table,
                  previous, previous_intercept, work, last):
     n_features, n_outputs = coef.shape
     lazy = indptr.shape[0] > 0 and (penalty == PENALTY_NONE or penalty == PENALTY_L1)
-    l1_lazy = l1 if penalty == PENALTY_L1 else 0.0
-    log_shrink = math.log1p(step * ridge)
+    threshold = shrink_step * l1 if penalty == PENALTY_L1 else 0.0
+    shrink = shrink_step * ridge
+    log_shrink = math.log1p(shrink)
     margins = np.empty(n_outputs)
     scratch = np.empty(n_outputs)
     current = np.empty((batch_size, n_outputs))
@@ -259,7 +260,7 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
             for k in range(n_features):
                 for kk in range(n_outputs):
                     coef[k, kk] -= step * direction[k, kk]
-            prox_step(penalty, coef, step, ridge, l1, group_ptr, group_weights)
+            prox_step(penalty, coef, shrink_step, ridge, l1, group_ptr, group_weights)
     for start in range(0, samples.shape[0], batch_size):
         batch = samples[start : min(start + batch_size, samples.shape[0])]
         size = batch.shape[0]
@@ -268,8 +269,8 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
                 first, column, length = _row_bounds(indptr, n_features, batch[j])
                 for jj in range(length):
                     _catch_up(method, indices[column + jj], time, coef,
-                              direction, cm, previous, last, step, ridge,
-                              l1_lazy, log_shrink)
+                              direction, cm, previous, last, step, threshold,
+                              shrink, log_shrink)
         _batch_weights(method, loss, data, indices, indptr, y, coef, intercept,
                        batch, cg, cs, anchor, anchor_intercept, table, previous,
                        previous_intercept, margins, scratch, current, weights)
@@ -298,7 +299,7 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
                             z = coef[k, kk] - step * direction[k, kk]
                         else:
                             z = coef[k, kk] - step * (work[k, kk] + cm * direction[k, kk])
-                        coef[k, kk] = _soft(z, step * l1_lazy) / (1.0 + step * ridge)
+                        coef[k, kk] = _soft(z, threshold) / (1.0 + shrink)
                         work[k, kk] = 0.0
                     last[k] = time + 1
         else:
@@ -312,7 +313,7 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
                     else:
                         coef[k, kk] -= step * (work[k, kk] + cm * direction[k, kk])
                     work[k, kk] = 0.0
-            prox_step(penalty, coef, step, ridge, l1, group_ptr, group_weights)
+            prox_step(penalty, coef, shrink_step, ridge, l1, group_ptr, group_weights)
         for kk in range(n_outputs):
             if method == METHOD_RECURSIVE:
                 direction_intercept[kk] += partial_intercept[kk]
@@ -340,4 +341,4 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
     if lazy:
         for k in range(n_features):
             _catch_up(method, k, time, coef, direction, cm, previous, last,
-                      step, ridge, l1_lazy, log_shrink)
+                      step, threshold, shrink, log_shrink)

@@ -117,8 +117,9 @@ def prox_step(penalty, coef, step, ridge, l1, group_ptr, group_weights):
 
 
 def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
-                 intercept, fit_intercept, samples, batch_size, step, ridge, l1,
-                 group_ptr, group_weights, cg, cs, cm, anchor,
+                 intercept, fit_intercept, samples, batch_size, step,
+                 shrink_step, ridge, l1, group_ptr, group_weights, cg, cs, cm,
+                 anchor,
                  anchor_intercept, direction, direction_intercept, table,
                  previous, previous_intercept, work, last):
     """One epoch of proximal variance-reduced steps over ``samples``.
@@ -148,7 +149,10 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
 
     (cg, cs, cm) = (1, -1, 1) is the textbook method, (1, 0, 0) plain SGD,
     and the lambda-estimator of ALGORITHMS.md is (1 - lam, -lam, lam) for
-    lam <= 1/2 and (1 - lam, lam - 1, lam) above.  ``direction`` and
+    lam <= 1/2 and (1 - lam, lam - 1, lam) above.  The gradient part of a
+    step uses ``step``, the prox ``shrink_step``: the lambda-estimator
+    tends to c * grad f at a solution (c = 1 - lam, or lam above 1/2), so
+    a prox with step c * step keeps the problem's solutions fixed points.  ``direction`` and
     ``direction_intercept`` are updated in place for METHOD_TABLE and
     METHOD_RECURSIVE.  ``work`` (n_features, K) and ``last``
     (n_features,) are workspace for the lazy updates of the compiled
@@ -166,7 +170,8 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
         previous[...] = coef
         previous_intercept[...] = intercept
         _apply(penalty, coef, intercept, fit_intercept, direction,
-               direction_intercept, step, ridge, l1, group_ptr, group_weights)
+               direction_intercept, step, shrink_step, ridge, l1, group_ptr,
+               group_weights)
     for start in bounds:
         batch = samples[start : start + batch_size]
         partial = np.zeros_like(coef)
@@ -200,13 +205,14 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
             previous[...] = coef
             previous_intercept[...] = intercept
             _apply(penalty, coef, intercept, fit_intercept, direction,
-                   direction_intercept, step, ridge, l1, group_ptr,
+                   direction_intercept, step, shrink_step, ridge, l1, group_ptr,
                    group_weights)
             continue
         partial += cm * direction
         partial_intercept += cm * direction_intercept
         _apply(penalty, coef, intercept, fit_intercept, partial,
-               partial_intercept, step, ridge, l1, group_ptr, group_weights)
+               partial_intercept, step, shrink_step, ridge, l1, group_ptr,
+               group_weights)
         if method == METHOD_TABLE:
             for values, columns, i, current in new_derivatives:
                 change = (current - table[i]) / n_samples_total
@@ -216,8 +222,8 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
 
 
 def _apply(penalty, coef, intercept, fit_intercept, v, v_intercept, step,
-           ridge, l1, group_ptr, group_weights):
+           shrink_step, ridge, l1, group_ptr, group_weights):
     coef -= step * v
-    prox_step(penalty, coef, step, ridge, l1, group_ptr, group_weights)
+    prox_step(penalty, coef, shrink_step, ridge, l1, group_ptr, group_weights)
     if fit_intercept:
         intercept -= step * v_intercept
