@@ -14,6 +14,12 @@ The default is the first available of cython, numba, numpy, unless the
 the process default, ``use_backend`` changes it for a ``with`` block (in the
 current thread and its context only), and every public function takes a
 ``backend=`` keyword that wins over both.
+
+``KERNELS_BACKEND`` is read when a call first needs the default, and read
+again at the first need after ``set_backend(None)``; a change to
+``os.environ`` in between is not seen.  Reading the environment on every call
+cost about 4 us, as much as a whole small product.  An invalid value is not
+remembered: every call that needs the default raises until it is fixed.
 """
 
 import contextlib
@@ -32,6 +38,7 @@ FAMILIES = ("prox", "sparse")
 _modules = {}
 _unavailable = {}
 _process_default = None
+_environment_default = None  # the default from KERNELS_BACKEND or availability
 _context_default = contextvars.ContextVar("kernels_backend", default=None)
 
 
@@ -82,22 +89,40 @@ def _check_name(name, source):
     return name
 
 
-def get_backend():
-    """The name of the backend used when a call does not pass ``backend=``."""
-    name = _context_default.get() or _process_default
-    if name is not None:
-        return name
+def _read_environment():
+    """The default without a ``set_backend`` or ``use_backend`` choice:
+    ``KERNELS_BACKEND`` if set (ValueError if it names no available
+    backend), else the first available.  Remembered until
+    ``set_backend(None)``."""
+    global _environment_default
     env = os.environ.get("KERNELS_BACKEND")
     if env:
-        return _check_name(env, "KERNELS_BACKEND")
-    return next(name for name in BACKENDS if _is_available(name))
+        name = _check_name(env, "KERNELS_BACKEND")
+    else:
+        name = next(name for name in BACKENDS if _is_available(name))
+    _environment_default = name
+    return name
+
+
+def get_backend():
+    """The name of the backend used when a call does not pass ``backend=``."""
+    return (
+        _context_default.get()
+        or _process_default
+        or _environment_default
+        or _read_environment()
+    )
 
 
 def set_backend(name):
-    """Set the process-wide default backend (``None`` restores the default
-    choice: ``KERNELS_BACKEND`` or the first available)."""
-    global _process_default
-    _process_default = None if name is None else _check_name(name, "backend")
+    """Set the process-wide default backend.  ``None`` restores the default
+    choice, ``KERNELS_BACKEND`` or the first available, and makes the next
+    call that needs it read ``KERNELS_BACKEND`` again."""
+    global _process_default, _environment_default
+    if name is None:
+        _process_default = _environment_default = None
+    else:
+        _process_default = _check_name(name, "backend")
 
 
 @contextlib.contextmanager

@@ -15,8 +15,11 @@ call per layer:
   the array it returns.  A call takes its buffers out of the cache while it
   runs, so concurrent calls from several threads never share one
   (``clear_buffers`` frees them).
-* The bias is copied into the output buffer and the product added to it
-  (``beta=1``); activations are NumPy ufuncs applied in place.
+* A layer is one call of a layer kernel (``csr_layer``, ``bsr_layer``,
+  ``qcsr_layer`` of ``kernels.sparse``'s backends): the product, the bias
+  and the activation (an integer code) in one pass, each output row
+  finished while it is in cache.  For one sample the input is used in
+  place, without a copy, when it already has the model's dtype.
 
 Models are built from dense weights (``SparseMLP.from_dense``, with
 magnitude pruning and quantisation), from a fitted scikit-learn
@@ -37,6 +40,7 @@ import numpy as np
 
 from kernels import _checks
 from kernels._backend import kernels_for
+from kernels._reference.sparse import ACTIVATIONS as _KERNEL_ACTIVATIONS
 from kernels.sparse import BSRMatrix, CSRMatrix, QuantizedCSR, _n_threads
 
 __all__ = ["SparseLinear", "SparseMLP"]
@@ -47,31 +51,17 @@ FORMAT_VERSION = 1
 CACHED_BATCH_SIZES = 4
 
 _FORMAT_OF = {CSRMatrix: "csr", BSRMatrix: "bsr", QuantizedCSR: "int8"}
+_LAYER_KERNEL = {
+    CSRMatrix: "csr_layer",
+    BSRMatrix: "bsr_layer",
+    QuantizedCSR: "qcsr_layer",
+}
 _SKLEARN_ACTIVATIONS = {
     "relu": "relu",
     "tanh": "tanh",
     "logistic": "sigmoid",
     "identity": "identity",
 }
-
-
-def _relu(h):
-    np.maximum(h, 0, out=h)
-
-
-def _tanh(h):
-    np.tanh(h, out=h)
-
-
-def _sigmoid(h):
-    # 1 / (1 + exp(-h)) = 0.5 * tanh(h / 2) + 0.5, which never overflows
-    np.multiply(h, 0.5, out=h)
-    np.tanh(h, out=h)
-    np.multiply(h, 0.5, out=h)
-    np.add(h, 0.5, out=h)
-
-
-_IN_PLACE = {"relu": _relu, "tanh": _tanh, "sigmoid": _sigmoid, "identity": None}
 
 
 def _activation(value, name="activation"):
@@ -99,7 +89,7 @@ class SparseLinear:
     ``activation`` is "relu", "tanh", "sigmoid" or "identity".
     """
 
-    __slots__ = ("_weight", "_bias", "_bias_column", "_activation")
+    __slots__ = ("_weight", "_bias", "_activation", "_kernel", "_kernel_args", "_code")
 
     def __init__(self, weight, bias=None, activation="identity"):
         if type(weight) not in _FORMAT_OF:
@@ -114,7 +104,7 @@ class SparseLinear:
             _checks.require_finite(weight.data, "weight.data")
         self._weight = weight
         self._activation = _activation(activation)
-        self._bias = self._bias_column = None
+        self._bias = None
         if bias is not None:
             bias = _checks.as_float_array(bias, "bias", weight.dtype)
             if bias.shape != (weight.shape[0],):
@@ -124,32 +114,12 @@ class SparseLinear:
                 )
             _checks.require_finite(bias, "bias")
             self._bias = bias
-            self._bias_column = bias[:, None]
-
-    def _forward(self, H, out, kernels, n_threads):
-        """out = activation(W @ H + bias) for feature-major H (in, k) and
-        out (out, k): one kernel call, then in-place ufuncs.
-
-        H and out are the model's own buffers, of the weight's dtype and
-        C-contiguous, so the kernel is called directly, without the
-        per-call validation of ``kernels.sparse.spmm`` (which costs more
-        than a small layer's product at batch 1)."""
-        beta = 0.0
-        if self._bias is not None:
-            np.copyto(out, self._bias_column)
-            beta = 1.0
-        matvec, _, matmat = self._weight._kernels
-        if H.shape[1] == 1:
-            getattr(kernels, matvec)(
-                *self._weight._arrays, H[:, 0], 1.0, beta, out[:, 0], n_threads
-            )
-        else:
-            getattr(kernels, matmat)(
-                *self._weight._arrays, H, 1.0, beta, out, n_threads
-            )
-        activate = _IN_PLACE[self._activation]
-        if activate is not None:
-            activate(out)
+        # what the layer kernel takes: the weight's arrays and a bias (zeros
+        # when there is none), and the activation's code
+        self._kernel = _LAYER_KERNEL[type(weight)]
+        full_bias = np.zeros(weight.shape[0], weight.dtype) if bias is None else bias
+        self._kernel_args = (*weight._arrays, full_bias)
+        self._code = _KERNEL_ACTIVATIONS.index(self._activation)
 
     @property
     def weight(self):
@@ -289,6 +259,9 @@ class SparseMLP:
         )
         self.backend = backend
         self.threads = threads
+        self._nnz = sum(layer.nnz for layer in layers)
+        self._in_features = layers[0].in_features
+        self._dtype = layers[0].dtype
         self._buffers = {}
         self._lock = threading.Lock()
 
@@ -333,7 +306,7 @@ class SparseMLP:
 
     @property
     def nnz(self):
-        return sum(layer.nnz for layer in self._layers)
+        return self._nnz
 
     @property
     def nbytes(self):
@@ -374,11 +347,13 @@ class SparseMLP:
         (out_features,), in the model's dtype.  X may be of any real dtype.
 
         Allocates only the returned array once this batch size's buffers are
-        cached.  O(nnz * batch) in the kernels, plus one transposing copy in
-        and one out.
+        cached.  O(nnz * batch) in the kernels, one layer kernel call per
+        layer, plus one transposing copy in (none for one sample of the
+        model's dtype, C-contiguous: it is read in place) and one out.
         """
         X = _checks.real_array(X, "X")
-        if X.ndim not in (1, 2) or X.shape[-1] != self.in_features:
+        n = self._in_features
+        if X.ndim not in (1, 2) or X.shape[-1] != n:
             raise ValueError(
                 f"X must have shape (batch, {self.in_features}) or "
                 f"({self.in_features},), got shape {X.shape}"
@@ -387,12 +362,21 @@ class SparseMLP:
         threads = self._threads if threads is None else threads
         batch = 1 if X.ndim == 1 else X.shape[0]
         buffers = self._take_buffers(batch)
-        H = buffers[0]
-        np.copyto(H, X.T if X.ndim == 2 else X[:, None], casting="unsafe")
+        if batch == 1 and X.dtype == self._dtype and X.flags.c_contiguous:
+            H = X.reshape(n, 1)  # a view: the kernels only read it
+        else:
+            H = buffers[0]
+            np.copyto(H, X.T if X.ndim == 2 else X[:, None], casting="unsafe")
         kernels = kernels_for("sparse", backend)
-        n_threads = _n_threads(threads, self.nnz * batch)
+        n_threads = _n_threads(threads, self._nnz * batch)
         for layer, out in zip(self._layers, buffers[1:], strict=True):
-            layer._forward(H, out, kernels, n_threads)
+            # out = activation(W @ H + bias): the layer kernel, called
+            # directly (H and out are C-contiguous and of the weight's dtype;
+            # the per-call checks of kernels.sparse.spmm would cost more than
+            # a small layer's product at batch 1)
+            getattr(kernels, layer._kernel)(
+                *layer._kernel_args, H, layer._code, out, n_threads
+            )
             H = out
         result = H[:, 0].copy() if X.ndim == 1 else H.T.copy()
         self._return_buffers(batch, buffers)

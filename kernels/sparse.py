@@ -82,6 +82,8 @@ _CPUS = _usable_cpus()
 def _n_threads(threads, work):
     if threads is None:
         return 1 if work < PARALLEL_MIN_WORK else _CPUS
+    if type(threads) is int and threads >= 1:
+        return threads
     return _checks.integer(threads, "threads", minimum=1)
 
 
@@ -654,19 +656,50 @@ def _operator(A):
     )
 
 
+# The checks below test the common case first, in as few attribute reads as
+# possible: the product of a 300 x 784 matrix at 1% density takes about 2 us,
+# and the general checks cost as much again.
+
+
 def _vector(x, size, dtype, name):
-    # the common case, a C-contiguous vector of A's dtype, is checked first:
-    # a product of a small matrix costs a few microseconds, so does the check
+    """x as a C-contiguous vector of ``size`` entries of ``dtype``."""
     if not (
         type(x) is np.ndarray
-        and x.dtype == dtype
+        and x.ndim == 1
+        and x.shape[0] == size
+        and (x.dtype is dtype or x.dtype == dtype)
         and x.flags.c_contiguous
-        and x.shape == (size,)
     ):
         x = _checks.as_float_array(x, name, dtype)
         if x.shape != (size,):
             raise ValueError(f"{name} must have shape ({size},), got shape {x.shape}")
     return x
+
+
+def _output_vector(out, size, dtype, x, read):
+    """The vector a kernel writes for ``out`` (``_checks.output_array``):
+    ``out`` itself when it is a writable C-contiguous vector of ``size``
+    entries of ``dtype`` that does not overlap x, else as there."""
+    if out is None:
+        return np.empty(size, dtype)
+    if (
+        type(out) is np.ndarray
+        and out.ndim == 1
+        and out.shape[0] == size
+        and (out.dtype is dtype or out.dtype == dtype)
+    ):
+        flags = out.flags
+        # two distinct arrays that each own their memory cannot overlap
+        if (
+            flags.writeable
+            and flags.c_contiguous
+            and (
+                (flags.owndata and x.flags.owndata and out is not x)
+                or not np.may_share_memory(out, x)
+            )
+        ):
+            return out
+    return _checks.output_array(out, (size,), dtype, (x,), read=read)
 
 
 def _coefficient(value, name):
@@ -678,6 +711,8 @@ def _coefficient(value, name):
 def _coefficients(alpha, beta, out):
     """alpha and beta as Python floats (every backend computes them in
     double precision)."""
+    if type(alpha) is float and type(beta) is float and alpha == 1.0 and beta == 0.0:
+        return alpha, beta
     alpha, beta = _coefficient(alpha, "alpha"), _coefficient(beta, "beta")
     if beta != 0 and out is None:
         raise ValueError("beta != 0 adds beta * out to the product: out is required")
@@ -692,12 +727,14 @@ def spmv(A, x, out=None, alpha=1.0, beta=0.0, threads=None, backend=None):
     (ALGORITHMS.md section 6).
     """
     A = _operator(A)
-    m, n = A.shape
-    x = _vector(x, n, A.dtype, "x")
+    m, n = A._shape
+    dtype = A.dtype
+    x = _vector(x, n, dtype, "x")
     alpha, beta = _coefficients(alpha, beta, out)
-    y = _checks.output_array(out, (m,), A.dtype, (x,), read=beta != 0)
+    y = _output_vector(out, m, dtype, x, beta != 0)
     kernel = getattr(kernels_for("sparse", backend), A._kernels[0])
-    kernel(*A._arrays, x, alpha, beta, y, _n_threads(threads, A.nnz))
+    arrays = A._arrays
+    kernel(*arrays, x, alpha, beta, y, _n_threads(threads, arrays[0].size))
     return _checks.deliver(out, y)
 
 
@@ -709,12 +746,13 @@ def spmv_t(A, x, out=None, alpha=1.0, beta=0.0, threads=None, backend=None):
     O(nnz + m + n).
     """
     A = _operator(A)
-    m, n = A.shape
-    x = _vector(x, m, A.dtype, "x")
+    m, n = A._shape
+    dtype = A.dtype
+    x = _vector(x, m, dtype, "x")
     alpha, beta = _coefficients(alpha, beta, out)
     if threads is not None:
         _checks.integer(threads, "threads", minimum=1)
-    y = _checks.output_array(out, (n,), A.dtype, (x,), read=beta != 0)
+    y = _output_vector(out, n, dtype, x, beta != 0)
     kernel = getattr(kernels_for("sparse", backend), A._kernels[1])
     kernel(*A._arrays, x, alpha, beta, y)
     return _checks.deliver(out, y)

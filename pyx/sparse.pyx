@@ -30,6 +30,7 @@ from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE,
                              PyBuffer_Release, PyObject_GetBuffer)
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
+from libc.math cimport tanh, tanhf
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
@@ -281,7 +282,7 @@ _DTYPE_NAMES = (None, "float32", "float64", "int8", "uint8", "uint16", "int32",
                 "int64")
 
 cdef enum:
-    _MAX_ARRAYS = 6
+    _MAX_ARRAYS = 7  # qcsr_layer: values, indices, indptr, scales, X, Y, bias
     _ALIGN = 64  # bytes between per-thread scratch rows: no false sharing
 
 
@@ -511,6 +512,63 @@ cdef inline void _qrow_axpy(float* acc, Py_ssize_t k, const signed char* v,
         p += 1
 
 
+# ---------------------------------------------------------------- layers
+
+cdef enum:
+    # activation codes, as kernels._reference.sparse.ACTIVATIONS
+    _IDENTITY, _RELU, _TANH, _SIGMOID
+
+
+cdef struct _Epilogue:
+    # What a layer kernel adds to a product: the bias (one value of the
+    # output's dtype per row; NULL for a plain product) and the activation,
+    # applied to each thread's rows as soon as they are written, while they
+    # are in cache.
+    const void* bias
+    int activation
+
+
+cdef _Epilogue _NO_EPILOGUE = _Epilogue(NULL, _IDENTITY)
+
+
+cdef inline floating _tanh(floating v) noexcept nogil:
+    if floating is float:
+        return tanhf(v)
+    else:
+        return tanh(v)
+
+
+cdef void _epilogue(const _Epilogue* e, floating* Y, Py_ssize_t k, Py_ssize_t r0,
+                    Py_ssize_t r1) noexcept nogil:
+    """Rows r0 <= i < r1 of Y (k entries each): Y[i, :] =
+    activation(Y[i, :] + bias[i]); relu keeps NaN as np.maximum(v, 0) does,
+    sigmoid is 0.5 * tanh(v / 2) + 0.5 (no overflow).  Nothing when e.bias
+    is NULL.  O((r1 - r0) * k), in cache."""
+    cdef const floating* bias = <const floating*>e.bias
+    cdef floating* row
+    cdef floating v, bi
+    cdef Py_ssize_t i, t
+    if bias == NULL:
+        return
+    for i in range(r0, r1):
+        row = Y + i * k
+        bi = bias[i]
+        if e.activation == _RELU:
+            for t in range(k):
+                v = row[t] + bi
+                row[t] = 0 if v < 0 else v
+        elif e.activation == _TANH:
+            for t in range(k):
+                row[t] = _tanh(row[t] + bi)
+        elif e.activation == _SIGMOID:
+            for t in range(k):
+                v = <floating>0.5 * (row[t] + bi)
+                row[t] = <floating>0.5 * _tanh(v) + <floating>0.5
+        else:
+            for t in range(k):
+                row[t] = row[t] + bi
+
+
 # ---------------------------------------------------------------- row ranges
 
 cdef inline void _csr_rows(const floating* data, const index_t* indices,
@@ -702,7 +760,7 @@ cdef void _bsr_rows_mat(const floating* data, const index_t* indices,
 
 cdef void _csr_matvec(const floating* data, const index_t* indices,
                       const Py_buffer* b, double alpha, double beta,
-                      int n_threads) noexcept nogil:
+                      int n_threads, const _Epilogue* e) noexcept nogil:
     cdef const index_t* indptr = <const index_t*>b[2].buf
     cdef const floating* x = <const floating*>b[3].buf
     cdef floating* y = <floating*>b[4].buf
@@ -714,8 +772,10 @@ cdef void _csr_matvec(const floating* data, const index_t* indices,
             r0 = _first_row(indptr, m, threadid(), nt)
             r1 = _first_row(indptr, m, threadid() + 1, nt)
             _csr_rows(data, indices, indptr, x, alpha, beta, y, r0, r1)
+            _epilogue(e, y, 1, r0, r1)
     else:
         _csr_rows(data, indices, indptr, x, alpha, beta, y, 0, m)
+        _epilogue(e, y, 1, 0, m)
 
 
 cdef void _csr_matvec_t(const floating* data, const index_t* indices,
@@ -734,7 +794,8 @@ cdef void _csr_matvec_t(const floating* data, const index_t* indices,
 
 cdef void _csr_matmat(const floating* data, const index_t* indices,
                       const Py_buffer* b, double alpha, double beta,
-                      int n_threads, char* scratch, Py_ssize_t stride) noexcept nogil:
+                      int n_threads, char* scratch, Py_ssize_t stride,
+                      const _Epilogue* e) noexcept nogil:
     cdef const index_t* indptr = <const index_t*>b[2].buf
     cdef const floating* X = <const floating*>b[3].buf
     cdef floating* Y = <floating*>b[4].buf
@@ -742,7 +803,7 @@ cdef void _csr_matmat(const floating* data, const index_t* indices,
     cdef int nt = 1
     if k == 1:
         # A column: the matvec row loops (X and Y are contiguous vectors).
-        _csr_matvec(data, indices, b, alpha, beta, n_threads)
+        _csr_matvec(data, indices, b, alpha, beta, n_threads, e)
     elif n_threads > 1 and m > 1:
         with parallel(num_threads=n_threads):
             nt = _team_size()
@@ -750,14 +811,17 @@ cdef void _csr_matmat(const floating* data, const index_t* indices,
             r1 = _first_row(indptr, m, threadid() + 1, nt)
             _csr_rows_mat(data, indices, indptr, X, k, alpha, beta, Y,
                           <floating*>(_aligned(scratch) + threadid() * stride), r0, r1)
+            _epilogue(e, Y, k, r0, r1)
     else:
         _csr_rows_mat(data, indices, indptr, X, k, alpha, beta, Y,
                       <floating*>_aligned(scratch), 0, m)
+        _epilogue(e, Y, k, 0, m)
 
 
 cdef void _bsr_matvec(const floating* data, const index_t* indices,
                       const Py_buffer* b, double alpha, double beta,
-                      int n_threads, char* scratch, Py_ssize_t stride) noexcept nogil:
+                      int n_threads, char* scratch, Py_ssize_t stride,
+                      const _Epilogue* e) noexcept nogil:
     cdef const index_t* indptr = <const index_t*>b[2].buf
     cdef const floating* x = <const floating*>b[3].buf
     cdef floating* y = <floating*>b[4].buf
@@ -771,9 +835,11 @@ cdef void _bsr_matvec(const floating* data, const index_t* indices,
             b1 = _first_row(indptr, n_brows, threadid() + 1, nt)
             _bsr_rows(data, indices, indptr, r, c, x, alpha, beta, y,
                       <floating*>(_aligned(scratch) + threadid() * stride), b0, b1)
+            _epilogue(e, y, 1, b0 * r, b1 * r)
     else:
         _bsr_rows(data, indices, indptr, r, c, x, alpha, beta, y,
                   <floating*>_aligned(scratch), 0, n_brows)
+        _epilogue(e, y, 1, 0, n_brows * r)
 
 
 cdef void _bsr_matvec_t(const floating* data, const index_t* indices,
@@ -799,7 +865,8 @@ cdef void _bsr_matvec_t(const floating* data, const index_t* indices,
 
 cdef void _bsr_matmat(const floating* data, const index_t* indices,
                       const Py_buffer* b, double alpha, double beta,
-                      int n_threads, char* scratch, Py_ssize_t stride) noexcept nogil:
+                      int n_threads, char* scratch, Py_ssize_t stride,
+                      const _Epilogue* e) noexcept nogil:
     cdef const index_t* indptr = <const index_t*>b[2].buf
     cdef const floating* X = <const floating*>b[3].buf
     cdef floating* Y = <floating*>b[4].buf
@@ -813,14 +880,16 @@ cdef void _bsr_matmat(const floating* data, const index_t* indices,
             b1 = _first_row(indptr, n_brows, threadid() + 1, nt)
             _bsr_rows_mat(data, indices, indptr, r, c, X, k, alpha, beta, Y,
                           <floating*>(_aligned(scratch) + threadid() * stride), b0, b1)
+            _epilogue(e, Y, k, b0 * r, b1 * r)
     else:
         _bsr_rows_mat(data, indices, indptr, r, c, X, k, alpha, beta, Y,
                       <floating*>_aligned(scratch), 0, n_brows)
+        _epilogue(e, Y, k, 0, n_brows * r)
 
 
 cdef void _qcsr_matvec(const qindex_t* indices, const qptr_t* indptr,
                        const Py_buffer* b, double alpha, double beta,
-                       int n_threads) noexcept nogil:
+                       int n_threads, const _Epilogue* e) noexcept nogil:
     cdef const signed char* values = <const signed char*>b[0].buf
     cdef const float* scales = <const float*>b[3].buf
     cdef const float* x = <const float*>b[4].buf
@@ -833,8 +902,10 @@ cdef void _qcsr_matvec(const qindex_t* indices, const qptr_t* indptr,
             r0 = _first_row(indptr, m, threadid(), nt)
             r1 = _first_row(indptr, m, threadid() + 1, nt)
             _qcsr_rows(values, indices, indptr, scales, x, alpha, beta, y, r0, r1)
+            _epilogue(e, y, 1, r0, r1)
     else:
         _qcsr_rows(values, indices, indptr, scales, x, alpha, beta, y, 0, m)
+        _epilogue(e, y, 1, 0, m)
 
 
 cdef void _qcsr_matvec_t(const qindex_t* indices, const qptr_t* indptr,
@@ -854,7 +925,8 @@ cdef void _qcsr_matvec_t(const qindex_t* indices, const qptr_t* indptr,
 
 cdef void _qcsr_matmat(const qindex_t* indices, const qptr_t* indptr,
                        const Py_buffer* b, double alpha, double beta,
-                       int n_threads, char* scratch, Py_ssize_t stride) noexcept nogil:
+                       int n_threads, char* scratch, Py_ssize_t stride,
+                       const _Epilogue* e) noexcept nogil:
     cdef const signed char* values = <const signed char*>b[0].buf
     cdef const float* scales = <const float*>b[3].buf
     cdef const float* X = <const float*>b[4].buf
@@ -862,7 +934,7 @@ cdef void _qcsr_matmat(const qindex_t* indices, const qptr_t* indptr,
     cdef Py_ssize_t m = b[2].shape[0] - 1, k = b[5].shape[1], r0 = 0, r1 = 0
     cdef int nt = 1
     if k == 1:
-        _qcsr_matvec(indices, indptr, b, alpha, beta, n_threads)
+        _qcsr_matvec(indices, indptr, b, alpha, beta, n_threads, e)
     elif n_threads > 1 and m > 1:
         with parallel(num_threads=n_threads):
             nt = _team_size()
@@ -870,9 +942,11 @@ cdef void _qcsr_matmat(const qindex_t* indices, const qptr_t* indptr,
             r1 = _first_row(indptr, m, threadid() + 1, nt)
             _qcsr_rows_mat(values, indices, indptr, scales, X, k, alpha, beta, Y,
                            <float*>(_aligned(scratch) + threadid() * stride), r0, r1)
+            _epilogue(e, Y, k, r0, r1)
     else:
         _qcsr_rows_mat(values, indices, indptr, scales, X, k, alpha, beta, Y,
                        <float*>_aligned(scratch), 0, m)
+        _epilogue(e, Y, k, 0, m)
 
 
 # ---------------------------------------------------------------- kernels
@@ -899,16 +973,16 @@ def csr_matvec(data, indices, indptr, x, double alpha, double beta, y, int n_thr
         with nogil:
             if kind == _F32_I32:
                 _csr_matvec(<const float*>b[0].buf, <const int32_t*>b[1].buf, b,
-                            alpha, beta, n_threads)
+                            alpha, beta, n_threads, &_NO_EPILOGUE)
             elif kind == _F32_I64:
                 _csr_matvec(<const float*>b[0].buf, <const int64_t*>b[1].buf, b,
-                            alpha, beta, n_threads)
+                            alpha, beta, n_threads, &_NO_EPILOGUE)
             elif kind == _F64_I32:
                 _csr_matvec(<const double*>b[0].buf, <const int32_t*>b[1].buf, b,
-                            alpha, beta, n_threads)
+                            alpha, beta, n_threads, &_NO_EPILOGUE)
             else:
                 _csr_matvec(<const double*>b[0].buf, <const int64_t*>b[1].buf, b,
-                            alpha, beta, n_threads)
+                            alpha, beta, n_threads, &_NO_EPILOGUE)
     finally:
         _release(&a)
 
@@ -948,6 +1022,39 @@ def csr_matvec_t(data, indices, indptr, x, double alpha, double beta, y):
         _release(&a)
 
 
+cdef int _csr_matmat_run(_Arrays* a, str kernel, double alpha, double beta,
+                         int n_threads, const _Epilogue* e) except -1:
+    """csr_matmat, or csr_layer with its epilogue e, on the buffers taken
+    in a (the kernel's arrays in argument order, a layer's bias last)."""
+    cdef const Py_buffer* b = a.view
+    cdef int kind
+    cdef char* scratch = NULL
+    cdef Py_ssize_t stride = 0
+    n_threads = max(n_threads, 1)
+    try:
+        kind = _float_kind(a, kernel)
+        if b[4].shape[0] == 0 or b[4].shape[1] == 0:
+            return 0
+        if b[4].shape[1] > 1:
+            scratch = _scratch(n_threads, b[4].shape[1] * b[4].itemsize, &stride)
+        with nogil:
+            if kind == _F32_I32:
+                _csr_matmat(<const float*>b[0].buf, <const int32_t*>b[1].buf, b,
+                            alpha, beta, n_threads, scratch, stride, e)
+            elif kind == _F32_I64:
+                _csr_matmat(<const float*>b[0].buf, <const int64_t*>b[1].buf, b,
+                            alpha, beta, n_threads, scratch, stride, e)
+            elif kind == _F64_I32:
+                _csr_matmat(<const double*>b[0].buf, <const int32_t*>b[1].buf, b,
+                            alpha, beta, n_threads, scratch, stride, e)
+            else:
+                _csr_matmat(<const double*>b[0].buf, <const int64_t*>b[1].buf, b,
+                            alpha, beta, n_threads, scratch, stride, e)
+    finally:
+        free(scratch)
+    return 0
+
+
 def csr_matmat(data, indices, indptr, X, double alpha, double beta, Y, int n_threads):
     """Y = alpha * A @ X + beta * Y for a feature-major batch X (n, k),
     Y (m, k).
@@ -960,39 +1067,44 @@ def csr_matmat(data, indices, indptr, X, double alpha, double beta, Y, int n_thr
     Rows split over n_threads threads.
     """
     cdef _Arrays a
-    cdef const Py_buffer* b = a.view
-    cdef int kind
-    cdef char* scratch = NULL
-    cdef Py_ssize_t stride = 0
     a.n = 0
-    n_threads = max(n_threads, 1)
     try:
         _take(&a, data, 1, False, b"data")
         _take(&a, indices, 1, False, b"indices")
         _take(&a, indptr, 1, False, b"indptr")
         _take(&a, X, 2, False, b"X")
         _take(&a, Y, 2, True, b"Y")
-        kind = _float_kind(&a, "csr_matmat")
-        if b[4].shape[0] == 0 or b[4].shape[1] == 0:
-            return
-        if b[4].shape[1] > 1:
-            scratch = _scratch(n_threads, b[4].shape[1] * b[4].itemsize, &stride)
-        with nogil:
-            if kind == _F32_I32:
-                _csr_matmat(<const float*>b[0].buf, <const int32_t*>b[1].buf, b,
-                            alpha, beta, n_threads, scratch, stride)
-            elif kind == _F32_I64:
-                _csr_matmat(<const float*>b[0].buf, <const int64_t*>b[1].buf, b,
-                            alpha, beta, n_threads, scratch, stride)
-            elif kind == _F64_I32:
-                _csr_matmat(<const double*>b[0].buf, <const int32_t*>b[1].buf, b,
-                            alpha, beta, n_threads, scratch, stride)
-            else:
-                _csr_matmat(<const double*>b[0].buf, <const int64_t*>b[1].buf, b,
-                            alpha, beta, n_threads, scratch, stride)
+        _csr_matmat_run(&a, "csr_matmat", alpha, beta, n_threads, &_NO_EPILOGUE)
     finally:
-        free(scratch)
         _release(&a)
+
+
+def csr_layer(data, indices, indptr, bias, X, int activation, Y, int n_threads):
+    """Y = activation(A @ X + bias[:, None]) for A in CSR (m x n), a
+    feature-major batch X (n, k) and Y (m, k): one layer of a network.
+
+    csr_matmat with alpha = 1, beta = 0, then each thread adds the bias to
+    the rows it has just written and applies the activation (0 identity,
+    1 relu, 2 tanh, 3 sigmoid; kernels._reference.sparse.ACTIVATIONS) while
+    they are in cache: Y is written once, with no pass of its own.
+    O(nnz * k + m * k); moves the bytes of csr_matmat plus m * sv of bias.
+    """
+    cdef _Arrays a
+    cdef _Epilogue e
+    a.n = 0
+    try:
+        _take(&a, data, 1, False, b"data")
+        _take(&a, indices, 1, False, b"indices")
+        _take(&a, indptr, 1, False, b"indptr")
+        _take(&a, X, 2, False, b"X")
+        _take(&a, Y, 2, True, b"Y")
+        _take(&a, bias, 1, False, b"bias")
+        e.bias = a.view[5].buf
+        e.activation = activation
+        _csr_matmat_run(&a, "csr_layer", 1.0, 0.0, n_threads, &e)
+    finally:
+        _release(&a)
+
 
 
 def bsr_matvec(data, indices, indptr, x, double alpha, double beta, y, int n_threads):
@@ -1026,16 +1138,16 @@ def bsr_matvec(data, indices, indptr, x, double alpha, double beta, y, int n_thr
         with nogil:
             if kind == _F32_I32:
                 _bsr_matvec(<const float*>b[0].buf, <const int32_t*>b[1].buf, b,
-                            alpha, beta, n_threads, scratch, stride)
+                            alpha, beta, n_threads, scratch, stride, &_NO_EPILOGUE)
             elif kind == _F32_I64:
                 _bsr_matvec(<const float*>b[0].buf, <const int64_t*>b[1].buf, b,
-                            alpha, beta, n_threads, scratch, stride)
+                            alpha, beta, n_threads, scratch, stride, &_NO_EPILOGUE)
             elif kind == _F64_I32:
                 _bsr_matvec(<const double*>b[0].buf, <const int32_t*>b[1].buf, b,
-                            alpha, beta, n_threads, scratch, stride)
+                            alpha, beta, n_threads, scratch, stride, &_NO_EPILOGUE)
             else:
                 _bsr_matvec(<const double*>b[0].buf, <const int64_t*>b[1].buf, b,
-                            alpha, beta, n_threads, scratch, stride)
+                            alpha, beta, n_threads, scratch, stride, &_NO_EPILOGUE)
     finally:
         free(scratch)
         _release(&a)
@@ -1076,6 +1188,39 @@ def bsr_matvec_t(data, indices, indptr, x, double alpha, double beta, y):
         _release(&a)
 
 
+cdef int _bsr_matmat_run(_Arrays* a, str kernel, double alpha, double beta,
+                         int n_threads, const _Epilogue* e) except -1:
+    """bsr_matmat, or bsr_layer with its epilogue e, on the buffers taken
+    in a (the kernel's arrays in argument order, a layer's bias last)."""
+    cdef const Py_buffer* b = a.view
+    cdef int kind
+    cdef char* scratch = NULL
+    cdef Py_ssize_t stride = 0
+    n_threads = max(n_threads, 1)
+    try:
+        kind = _float_kind(a, kernel)
+        if b[0].shape[1] == 0 or b[4].shape[1] == 0:
+            return 0
+        scratch = _scratch(n_threads, b[0].shape[1] * b[4].shape[1] * b[4].itemsize,
+                           &stride)
+        with nogil:
+            if kind == _F32_I32:
+                _bsr_matmat(<const float*>b[0].buf, <const int32_t*>b[1].buf, b,
+                            alpha, beta, n_threads, scratch, stride, e)
+            elif kind == _F32_I64:
+                _bsr_matmat(<const float*>b[0].buf, <const int64_t*>b[1].buf, b,
+                            alpha, beta, n_threads, scratch, stride, e)
+            elif kind == _F64_I32:
+                _bsr_matmat(<const double*>b[0].buf, <const int32_t*>b[1].buf, b,
+                            alpha, beta, n_threads, scratch, stride, e)
+            else:
+                _bsr_matmat(<const double*>b[0].buf, <const int64_t*>b[1].buf, b,
+                            alpha, beta, n_threads, scratch, stride, e)
+    finally:
+        free(scratch)
+    return 0
+
+
 def bsr_matmat(data, indices, indptr, X, double alpha, double beta, Y, int n_threads):
     """Y = alpha * A @ X + beta * Y for A in BSR, feature-major X (n, k) and
     Y (m, k): each block row accumulates r scratch rows of length k
@@ -1085,39 +1230,41 @@ def bsr_matmat(data, indices, indptr, X, double alpha, double beta, Y, int n_thr
     n_threads threads.
     """
     cdef _Arrays a
-    cdef const Py_buffer* b = a.view
-    cdef int kind
-    cdef char* scratch = NULL
-    cdef Py_ssize_t stride = 0
     a.n = 0
-    n_threads = max(n_threads, 1)
     try:
         _take(&a, data, 3, False, b"data")
         _take(&a, indices, 1, False, b"indices")
         _take(&a, indptr, 1, False, b"indptr")
         _take(&a, X, 2, False, b"X")
         _take(&a, Y, 2, True, b"Y")
-        kind = _float_kind(&a, "bsr_matmat")
-        if b[0].shape[1] == 0 or b[4].shape[1] == 0:
-            return
-        scratch = _scratch(n_threads, b[0].shape[1] * b[4].shape[1] * b[4].itemsize,
-                           &stride)
-        with nogil:
-            if kind == _F32_I32:
-                _bsr_matmat(<const float*>b[0].buf, <const int32_t*>b[1].buf, b,
-                            alpha, beta, n_threads, scratch, stride)
-            elif kind == _F32_I64:
-                _bsr_matmat(<const float*>b[0].buf, <const int64_t*>b[1].buf, b,
-                            alpha, beta, n_threads, scratch, stride)
-            elif kind == _F64_I32:
-                _bsr_matmat(<const double*>b[0].buf, <const int32_t*>b[1].buf, b,
-                            alpha, beta, n_threads, scratch, stride)
-            else:
-                _bsr_matmat(<const double*>b[0].buf, <const int64_t*>b[1].buf, b,
-                            alpha, beta, n_threads, scratch, stride)
+        _bsr_matmat_run(&a, "bsr_matmat", alpha, beta, n_threads, &_NO_EPILOGUE)
     finally:
-        free(scratch)
         _release(&a)
+
+
+def bsr_layer(data, indices, indptr, bias, X, int activation, Y, int n_threads):
+    """Y = activation(A @ X + bias[:, None]) for A in BSR, feature-major X
+    (n, k) and Y (m, k): bsr_matmat with alpha = 1, beta = 0, the bias and
+    activation (codes as csr_layer) applied by each thread to the block rows
+    it has just written.  O(n_blocks * r * c * k + m * k); moves the bytes of
+    bsr_matmat plus m * sv of bias.
+    """
+    cdef _Arrays a
+    cdef _Epilogue e
+    a.n = 0
+    try:
+        _take(&a, data, 3, False, b"data")
+        _take(&a, indices, 1, False, b"indices")
+        _take(&a, indptr, 1, False, b"indptr")
+        _take(&a, X, 2, False, b"X")
+        _take(&a, Y, 2, True, b"Y")
+        _take(&a, bias, 1, False, b"bias")
+        e.bias = a.view[5].buf
+        e.activation = activation
+        _bsr_matmat_run(&a, "bsr_layer", 1.0, 0.0, n_threads, &e)
+    finally:
+        _release(&a)
+
 
 
 cdef int _take_quantised(_Arrays* a, values, indices, indptr, scales, x, y,
@@ -1151,22 +1298,22 @@ def qcsr_matvec(values, indices, indptr, scales, x, double alpha, double beta, y
         with nogil:
             if kind == _U8_I32:
                 _qcsr_matvec(<const uint8_t*>b[1].buf, <const int32_t*>b[2].buf, b,
-                             alpha, beta, n_threads)
+                             alpha, beta, n_threads, &_NO_EPILOGUE)
             elif kind == _U8_I64:
                 _qcsr_matvec(<const uint8_t*>b[1].buf, <const int64_t*>b[2].buf, b,
-                             alpha, beta, n_threads)
+                             alpha, beta, n_threads, &_NO_EPILOGUE)
             elif kind == _U16_I32:
                 _qcsr_matvec(<const uint16_t*>b[1].buf, <const int32_t*>b[2].buf, b,
-                             alpha, beta, n_threads)
+                             alpha, beta, n_threads, &_NO_EPILOGUE)
             elif kind == _U16_I64:
                 _qcsr_matvec(<const uint16_t*>b[1].buf, <const int64_t*>b[2].buf, b,
-                             alpha, beta, n_threads)
+                             alpha, beta, n_threads, &_NO_EPILOGUE)
             elif kind == _I32_I32:
                 _qcsr_matvec(<const int32_t*>b[1].buf, <const int32_t*>b[2].buf, b,
-                             alpha, beta, n_threads)
+                             alpha, beta, n_threads, &_NO_EPILOGUE)
             else:
                 _qcsr_matvec(<const int32_t*>b[1].buf, <const int64_t*>b[2].buf, b,
-                             alpha, beta, n_threads)
+                             alpha, beta, n_threads, &_NO_EPILOGUE)
     finally:
         _release(&a)
 
@@ -1208,6 +1355,45 @@ def qcsr_matvec_t(values, indices, indptr, scales, x, double alpha, double beta,
         _release(&a)
 
 
+cdef int _qcsr_matmat_run(_Arrays* a, str kernel, double alpha, double beta,
+                          int n_threads, const _Epilogue* e) except -1:
+    """qcsr_matmat, or qcsr_layer with its epilogue e, on the buffers taken
+    in a (the kernel's arrays in argument order, a layer's bias last)."""
+    cdef const Py_buffer* b = a.view
+    cdef int kind
+    cdef char* scratch = NULL
+    cdef Py_ssize_t stride = 0
+    n_threads = max(n_threads, 1)
+    try:
+        kind = _quantised_kind(a, kernel)
+        if b[5].shape[0] == 0 or b[5].shape[1] == 0:
+            return 0
+        if b[5].shape[1] > 1:
+            scratch = _scratch(n_threads, b[5].shape[1] * b[5].itemsize, &stride)
+        with nogil:
+            if kind == _U8_I32:
+                _qcsr_matmat(<const uint8_t*>b[1].buf, <const int32_t*>b[2].buf, b,
+                             alpha, beta, n_threads, scratch, stride, e)
+            elif kind == _U8_I64:
+                _qcsr_matmat(<const uint8_t*>b[1].buf, <const int64_t*>b[2].buf, b,
+                             alpha, beta, n_threads, scratch, stride, e)
+            elif kind == _U16_I32:
+                _qcsr_matmat(<const uint16_t*>b[1].buf, <const int32_t*>b[2].buf, b,
+                             alpha, beta, n_threads, scratch, stride, e)
+            elif kind == _U16_I64:
+                _qcsr_matmat(<const uint16_t*>b[1].buf, <const int64_t*>b[2].buf, b,
+                             alpha, beta, n_threads, scratch, stride, e)
+            elif kind == _I32_I32:
+                _qcsr_matmat(<const int32_t*>b[1].buf, <const int32_t*>b[2].buf, b,
+                             alpha, beta, n_threads, scratch, stride, e)
+            else:
+                _qcsr_matmat(<const int32_t*>b[1].buf, <const int64_t*>b[2].buf, b,
+                             alpha, beta, n_threads, scratch, stride, e)
+    finally:
+        free(scratch)
+    return 0
+
+
 def qcsr_matmat(values, indices, indptr, scales, X, double alpha, double beta, Y,
                 int n_threads):
     """Y = alpha * diag(scales) @ Q @ X + beta * Y, feature-major X (n, k) and
@@ -1218,38 +1404,30 @@ def qcsr_matmat(values, indices, indptr, scales, X, double alpha, double beta, Y
     split over n_threads threads.
     """
     cdef _Arrays a
-    cdef const Py_buffer* b = a.view
-    cdef int kind
-    cdef char* scratch = NULL
-    cdef Py_ssize_t stride = 0
     a.n = 0
-    n_threads = max(n_threads, 1)
     try:
         _take_quantised(&a, values, indices, indptr, scales, X, Y, 2)
-        kind = _quantised_kind(&a, "qcsr_matmat")
-        if b[5].shape[0] == 0 or b[5].shape[1] == 0:
-            return
-        if b[5].shape[1] > 1:
-            scratch = _scratch(n_threads, b[5].shape[1] * b[5].itemsize, &stride)
-        with nogil:
-            if kind == _U8_I32:
-                _qcsr_matmat(<const uint8_t*>b[1].buf, <const int32_t*>b[2].buf, b,
-                             alpha, beta, n_threads, scratch, stride)
-            elif kind == _U8_I64:
-                _qcsr_matmat(<const uint8_t*>b[1].buf, <const int64_t*>b[2].buf, b,
-                             alpha, beta, n_threads, scratch, stride)
-            elif kind == _U16_I32:
-                _qcsr_matmat(<const uint16_t*>b[1].buf, <const int32_t*>b[2].buf, b,
-                             alpha, beta, n_threads, scratch, stride)
-            elif kind == _U16_I64:
-                _qcsr_matmat(<const uint16_t*>b[1].buf, <const int64_t*>b[2].buf, b,
-                             alpha, beta, n_threads, scratch, stride)
-            elif kind == _I32_I32:
-                _qcsr_matmat(<const int32_t*>b[1].buf, <const int32_t*>b[2].buf, b,
-                             alpha, beta, n_threads, scratch, stride)
-            else:
-                _qcsr_matmat(<const int32_t*>b[1].buf, <const int64_t*>b[2].buf, b,
-                             alpha, beta, n_threads, scratch, stride)
+        _qcsr_matmat_run(&a, "qcsr_matmat", alpha, beta, n_threads, &_NO_EPILOGUE)
     finally:
-        free(scratch)
+        _release(&a)
+
+
+def qcsr_layer(values, indices, indptr, scales, bias, X, int activation, Y,
+               int n_threads):
+    """Y = activation(diag(scales) @ Q @ X + bias[:, None]) for a quantised
+    CSR matrix, feature-major X (n, k) and Y (m, k), float32 (bias too):
+    qcsr_matmat with alpha = 1, beta = 0, the bias and activation (codes as
+    csr_layer) applied by each thread to the rows it has just written.
+    O(nnz * k + m * k); moves the bytes of qcsr_matmat plus m * 4 of bias.
+    """
+    cdef _Arrays a
+    cdef _Epilogue e
+    a.n = 0
+    try:
+        _take_quantised(&a, values, indices, indptr, scales, X, Y, 2)
+        _take(&a, bias, 1, False, b"bias")
+        e.bias = a.view[6].buf
+        e.activation = activation
+        _qcsr_matmat_run(&a, "qcsr_layer", 1.0, 0.0, n_threads, &e)
+    finally:
         _release(&a)

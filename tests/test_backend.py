@@ -167,12 +167,16 @@ def test_default_is_first_available():
 def test_default_order_is_cython_numba_numpy(spied, monkeypatch):
     assert kernels.get_backend() == "cython"
     assert _ran(spied, lambda: kernels.prox_l1(X, 1.0)) == "cython"
+    # the default is chosen once (set_backend(None) chooses again): here
+    # availability changes under the registry's feet, never in real use
     for family in _backend.FAMILIES:
         monkeypatch.setitem(_backend._modules, ("cython", family), None)
+    kernels.set_backend(None)
     assert kernels.available_backends() == ["numba", "numpy"]
     assert kernels.get_backend() == "numba"
     for family in _backend.FAMILIES:
         monkeypatch.setitem(_backend._modules, ("numba", family), None)
+    kernels.set_backend(None)
     assert kernels.get_backend() == "numpy"
 
 
@@ -225,7 +229,7 @@ def test_unavailable_backend_is_a_clear_error(numba_missing, monkeypatch):
             pass
     with pytest.raises(ValueError, match=pattern):
         kernels.prox_l1(X, 1.0, backend="numba")
-    monkeypatch.setenv("KERNELS_BACKEND", "numba")
+    _set_environment(monkeypatch, "numba")
     with pytest.raises(ValueError, match="KERNELS_BACKEND='numba' is not available"):
         kernels.prox_l1(X, 1.0)
 
@@ -289,18 +293,35 @@ def test_use_backend_is_local_to_its_thread(spied):
 # KERNELS_BACKEND ---------------------------------------------------------------
 
 
+def _set_environment(monkeypatch, value):
+    """KERNELS_BACKEND = value, read again (set_backend(None))."""
+    monkeypatch.setenv("KERNELS_BACKEND", value)
+    kernels.set_backend(None)
+
+
 def test_environment_variable(spied, monkeypatch):
-    monkeypatch.setenv("KERNELS_BACKEND", "numba")
+    _set_environment(monkeypatch, "numba")
     assert kernels.get_backend() == "numba"
     assert _ran(spied, lambda: kernels.prox_l1(X, 1.0)) == "numba"
-    monkeypatch.setenv("KERNELS_BACKEND", "  NumPy\n")
+    _set_environment(monkeypatch, "  NumPy\n")
     assert kernels.get_backend() == "numpy"
-    monkeypatch.setenv("KERNELS_BACKEND", "")
+    _set_environment(monkeypatch, "")
     assert kernels.get_backend() == "cython"
 
 
+def test_environment_variable_read_once_until_set_backend_none(spied, monkeypatch):
+    assert kernels.get_backend() == "cython"
+    monkeypatch.setenv("KERNELS_BACKEND", "numpy")
+    assert kernels.get_backend() == "cython"  # not read on every call
+    assert _ran(spied, lambda: kernels.prox_l1(X, 1.0)) == "cython"
+    kernels.set_backend("numba")
+    kernels.set_backend(None)
+    assert kernels.get_backend() == "numpy"
+    assert _ran(spied, lambda: kernels.prox_l1(X, 1.0)) == "numpy"
+
+
 def test_environment_variable_loses_to_explicit_choices(spied, monkeypatch):
-    monkeypatch.setenv("KERNELS_BACKEND", "numba")
+    _set_environment(monkeypatch, "numba")
     with kernels.use_backend("numpy"):
         assert _ran(spied, lambda: kernels.prox_l1(X, 1.0)) == "numpy"
     kernels.set_backend("cython")
@@ -310,7 +331,7 @@ def test_environment_variable_loses_to_explicit_choices(spied, monkeypatch):
 
 
 def test_environment_variable_invalid(monkeypatch):
-    monkeypatch.setenv("KERNELS_BACKEND", "bogus")
+    _set_environment(monkeypatch, "bogus")
     with pytest.raises(
         ValueError, match="KERNELS_BACKEND must be one of .* got 'bogus'"
     ):

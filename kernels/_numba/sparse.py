@@ -532,3 +532,62 @@ def qcsr_matmat(values, indices, indptr, scales, X, alpha, beta, Y, n_threads):
         _run_parallel(_qcsr_matmat_parallel, n_threads, args)
     else:
         _qcsr_matmat_rows(*args, 0, Y.shape[0])
+
+
+# Layers ------------------------------------------------------------------
+# activation codes as kernels._reference.sparse.ACTIVATIONS
+_RELU, _TANH, _SIGMOID = 1, 2, 3
+
+
+@kernel(**_FAST)
+def _bias_activation(Y, bias, activation):
+    """Y[i, :] = activation(Y[i, :] + bias[i]), in Y's dtype, one pass over
+    Y (m * k values, in cache after the product that wrote them).  relu
+    keeps NaN as np.maximum(v, 0) does; sigmoid is 0.5 * tanh(v / 2) +
+    0.5 (no overflow)."""
+    real = Y.dtype.type
+    zero = real(0)
+    half = real(0.5)
+    for i in range(Y.shape[0]):
+        b = bias[i]
+        row = Y[i]
+        if activation == _RELU:
+            for c in range(row.size):
+                v = row[c] + b
+                row[c] = zero if v < zero else v
+        elif activation == _TANH:
+            for c in range(row.size):
+                row[c] = np.tanh(row[c] + b)
+        elif activation == _SIGMOID:
+            for c in range(row.size):
+                row[c] = half * np.tanh(half * (row[c] + b)) + half
+        else:
+            for c in range(row.size):
+                row[c] += b
+
+
+def csr_layer(data, indices, indptr, bias, X, activation, Y, n_threads):
+    """Y = activation(A @ X + bias[:, None]) for A in CSR, feature-major X
+    (n, k) and Y (m, k): csr_matmat with alpha = 1, beta = 0, then one
+    compiled pass adding the bias and applying the activation (code as
+    kernels._reference.sparse.ACTIVATIONS).  O(nnz * k + m * k); moves the
+    bytes of csr_matmat plus m * sv of bias.  Spec: kernels._reference.sparse.
+    """
+    csr_matmat(data, indices, indptr, X, 1.0, 0.0, Y, n_threads)
+    _bias_activation(Y, bias, activation)
+
+
+def bsr_layer(data, indices, indptr, bias, X, activation, Y, n_threads):
+    """Y = activation(A @ X + bias[:, None]) for A in BSR: bsr_matmat, then
+    the bias and activation as csr_layer.  O(n_blocks * r * c * k + m * k).
+    Spec: kernels._reference.sparse."""
+    bsr_matmat(data, indices, indptr, X, 1.0, 0.0, Y, n_threads)
+    _bias_activation(Y, bias, activation)
+
+
+def qcsr_layer(values, indices, indptr, scales, bias, X, activation, Y, n_threads):
+    """Y = activation(diag(scales) @ Q @ X + bias[:, None]) for a quantised
+    CSR matrix, float32: qcsr_matmat, then the bias and activation as
+    csr_layer.  O(nnz * k + m * k).  Spec: kernels._reference.sparse."""
+    qcsr_matmat(values, indices, indptr, scales, X, 1.0, 0.0, Y, n_threads)
+    _bias_activation(Y, bias, activation)

@@ -21,6 +21,10 @@ argument.  ``kernels.sparse`` validates everything first; a kernel trusts:
   overlap ``x``.
 * ``n_threads >= 1``; the compiled backends split rows over that many
   threads (the reference ignores it).
+* A layer kernel (``csr_layer``, ``bsr_layer``, ``qcsr_layer``) computes
+  Y = activation(A @ X + bias[:, None]): ``bias`` has m entries of Y's
+  dtype and ``activation`` is an index into ``ACTIVATIONS`` (0 identity,
+  1 relu, 2 tanh, 3 sigmoid), never a Python function.
 
 Cost model (ALGORITHMS.md section 6): y = A x reads nnz * (value + index)
 bytes, (m + 1) index bytes of ``indptr``, x (n values, from cache when it
@@ -29,6 +33,10 @@ loaded non-zero k times.
 """
 
 import numpy as np
+
+# The activation codes of the layer kernels: ACTIVATIONS[code] is its name.
+ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid")
+_RELU, _TANH, _SIGMOID = 1, 2, 3
 
 
 def _row_ids(indptr):
@@ -145,3 +153,43 @@ def qcsr_matmat(values, indices, indptr, scales, X, alpha, beta, Y, n_threads):
     """Y = alpha * diag(scales) @ Q @ X + beta * Y, feature-major X and Y."""
     product = _csr_product(values, indices, indptr, X, Y.shape[0])
     _finish(product * scales.astype(np.float64)[:, None], alpha, beta, Y)
+
+
+def _layer(product, bias, activation, Y):
+    """Y = activation(product + bias[:, None]): the sum in float64, rounded
+    to Y's dtype once, then the activation in that dtype.  relu is
+    np.maximum(v, 0) (NaN stays NaN); sigmoid is
+    0.5 * tanh(v / 2) + 0.5, which never overflows."""
+    _finish(product + bias.astype(np.float64)[:, None], 1.0, 0.0, Y)
+    if activation == _RELU:
+        np.maximum(Y, 0, out=Y)
+    elif activation == _TANH:
+        np.tanh(Y, out=Y)
+    elif activation == _SIGMOID:
+        np.multiply(Y, 0.5, out=Y)
+        np.tanh(Y, out=Y)
+        np.multiply(Y, 0.5, out=Y)
+        np.add(Y, 0.5, out=Y)
+
+
+def csr_layer(data, indices, indptr, bias, X, activation, Y, n_threads):
+    """Y = activation(A @ X + bias[:, None]) for A in CSR (m x n), a
+    feature-major batch X (n, k) and Y (m, k): one layer of a network, the
+    product written once with its bias and activation applied.
+    O(nnz * k + m * k); moves the bytes of csr_matmat plus m * sv of bias."""
+    product = _csr_product(data, indices, indptr, X, Y.shape[0])
+    _layer(product, bias, activation, Y)
+
+
+def bsr_layer(data, indices, indptr, bias, X, activation, Y, n_threads):
+    """Y = activation(A @ X + bias[:, None]) for A in BSR, feature-major X
+    and Y.  O(n_blocks * r * c * k + m * k)."""
+    product = _csr_product(*_bsr_as_csr(data, indices, indptr), X, Y.shape[0])
+    _layer(product, bias, activation, Y)
+
+
+def qcsr_layer(values, indices, indptr, scales, bias, X, activation, Y, n_threads):
+    """Y = activation(diag(scales) @ Q @ X + bias[:, None]) for a quantised
+    CSR matrix, feature-major X and Y, float32.  O(nnz * k + m * k)."""
+    product = _csr_product(values, indices, indptr, X, Y.shape[0])
+    _layer(product * scales.astype(np.float64)[:, None], bias, activation, Y)
