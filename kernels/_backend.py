@@ -33,7 +33,7 @@ _PACKAGES = {
     "numba": "kernels._numba",
     "numpy": "kernels._reference",
 }
-FAMILIES = ("prox", "sparse")
+FAMILIES = ("prox", "sparse", "solvers")
 
 _modules = {}
 _unavailable = {}

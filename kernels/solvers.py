@@ -618,7 +618,8 @@ def scsg(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
         stage_batch, "stage_batch", minimum=1, maximum=n)
     growth = _checks.scalar(batch_growth, "batch_growth", minimum=1.0, allow_inf=False)
     while run.monitor():
-        big = min(n, math.ceil(first * growth ** run.epoch))
+        grown = run.epoch * math.log(growth) >= math.log(n / first)
+        big = n if grown else min(n, math.ceil(first * growth ** run.epoch))
         batch = np.sort(run.rng.choice(n, size=big, replace=False)).astype(np.int64)
         inner = int(run.rng.geometric(b / (big + b)))
         _stage(run, batch, lam, run.step, b, inner)

@@ -11,8 +11,9 @@ specification and its input contract).  What this module adds is speed:
   which only changes when a sample that reads k is processed.  ``last[k]``
   is the step coordinate k is current at; ``_advance`` applies any number
   of pending steps at once, in closed form while the sign of w stays the
-  same (the map is affine there), one by one when it changes sign (at most
-  once: the map is monotone, so the iterates are too).
+  same (the map is affine there), and across a sign change (at most one:
+  the map is monotone, so the iterates are too) by a closed-form jump to
+  just before it and a few exact steps.
 * On dense data, or with the group l1 and l0 penalties (not separable, or
   without a closed form), every step updates every coordinate, as the
   reference does.
@@ -115,10 +116,49 @@ def _soft(z, threshold):
     return 0.0
 
 
+@kernel(inline="always")
+def _affine_power(w, s, steps, shrink, log_shrink):
+    """``steps`` applications of w -> (w - s) / (1 + shrink): the geometric
+    sum of (1 + shrink)^-j for j = 1..steps is -expm1(-steps*log_shrink) /
+    shrink, exact to rounding even for a tiny shrink."""
+    if shrink == 0.0:
+        return w - steps * s
+    return math.exp(-steps * log_shrink) * w - s * (-math.expm1(-steps * log_shrink)) / shrink
+
+
+@kernel
+def _steps_before_crossing(w, s, steps, shrink, log_shrink):
+    """A number of steps of the affine map w -> (w - s) / (1 + shrink) that
+    keeps w on its side of 0 (s of the sign of w: the drift towards 0), a
+    little under the largest such number so that rounding cannot take it
+    past, and less than ``steps``; 0 when unsure.  With u = |w|, v = |s|,
+    a step from u_m stays affine while u_m > v: without the ridge u_m = u -
+    m v, so for m < u / v - 1; with it u_m + v / r = (u + v / r) / (1 +
+    r)^m (r = shrink), so for m < log1p((u - v) / (v + v / r)) / log1p(r).
+    """
+    u = abs(w)
+    v = abs(s)
+    if not (v > 0.0 and u > v):
+        return 0
+    if shrink == 0.0:
+        m = (u - v) / v
+    else:
+        m = math.log1p((u - v) / (v + v / shrink)) / log_shrink
+    m = m * (1.0 - 1e-9) - 2.0  # 2 steps and 1e-9 under: taken exactly
+    if not m >= 1.0:  # also NaN
+        return 0
+    if m >= steps - 1:
+        return steps - 1
+    return int(m)
+
+
 @kernel
 def _advance(w, shift, threshold, shrink, log_shrink, steps):
     """``steps`` applications of w <- soft(w - shift, threshold) / (1 +
-    shrink); ``log_shrink`` is log1p(shrink)."""
+    shrink), ``log_shrink`` = log1p(shrink): in closed form while the sign
+    of w holds (the map is affine there, and everywhere without the l1
+    term), and across the sign change (at most one: the map is monotone) by
+    a closed-form jump to a few steps before it, then exact steps.  O(1)."""
     divisor = 1.0 + shrink
     while steps > 0:
         if w != w or steps == 1:
@@ -129,18 +169,17 @@ def _advance(w, shift, threshold, shrink, log_shrink, steps):
             w = _soft(-shift, threshold) / divisor
             steps -= 1
             continue
-        # Same sign for all the steps: w -> (w - s) / divisor, affine, and
-        # sum_{j=1..steps} divisor^-j = -expm1(-steps * log_shrink) / shrink.
         s = shift + threshold if w > 0.0 else shift - threshold
-        if shrink == 0.0:
-            result = w - steps * s
-        else:
-            decay = math.exp(-steps * log_shrink)
-            result = decay * w - s * (-math.expm1(-steps * log_shrink)) / shrink
-        if (result > 0.0) == (w > 0.0) and result != 0.0:
+        result = _affine_power(w, s, steps, shrink, log_shrink)
+        if threshold == 0.0 or ((result > 0.0) == (w > 0.0) and result != 0.0):
             return result
-        # The sign changes on the way: step exactly until it has.
         positive = w > 0.0
+        jump = _steps_before_crossing(w, s, steps, shrink, log_shrink)
+        if jump > 0:
+            result = _affine_power(w, s, jump, shrink, log_shrink)
+            if (result > 0.0) == positive and result != 0.0:
+                w = result
+                steps -= jump
         while steps > 0 and w != 0.0 and (w > 0.0) == positive:
             w = _soft(w - shift, threshold) / divisor
             steps -= 1

@@ -1,0 +1,266 @@
+"""Variance-reduced solvers (kernels.solvers) against scikit-learn's and
+copt's, on three problems (the issue's):
+
+* breast_cancer: dense, standardised, binary logistic + l1;
+* digits: multinomial logistic, l2 only and l1;
+* sparse: synthetic 50,000 x 100,000 CSR at 0.1% density, logistic + l1.
+
+The objective is the mean loss + alpha/2 ||w||^2 + beta ||w||_1, with
+either alpha or beta zero (scikit-learn's C = 1 / (n * beta) for l1, 1 /
+(n * alpha) for l2; copt's LogLoss(alpha) and an L1Norm(beta) prox), no
+intercept, so all solve the same problem.  F* is the best objective found by long runs of
+ours and scikit-learn's (setup_cache), and "to tolerance" means relative
+suboptimality (F - F*) / F* <= 1e-6.
+
+Figures: time of a solve to tolerance, seconds per epoch, IFOs to
+tolerance (track_, the convergence claims of ALGORITHMS.md), peak memory.
+Ours run through the public API; their epoch time excludes the monitoring
+passes (SolverResult.history), while a time_ of a whole solve includes
+them (a conservative figure for ours).  BLAS is pinned to one thread.
+"""
+
+import time
+import warnings
+
+import numpy as np
+
+import kernels.solvers
+
+from .common import AVAILABLE, single_thread_blas
+
+TOLERANCE = 1e-6
+PROBLEMS = ("breast_cancer", "digits_l2", "digits_l1", "sparse_l1")
+OURS = ("svrg", "saga", "sarah", "scsg", "vcsg", "sgd")
+
+
+def _load(name):
+    """(X, y, alpha, beta, loss) of a benchmark problem."""
+    rng = np.random.default_rng(0)
+    if name == "breast_cancer":
+        from sklearn.datasets import load_breast_cancer
+
+        X, y = load_breast_cancer(return_X_y=True)
+        X = (X - X.mean(axis=0)) / X.std(axis=0)
+        return np.ascontiguousarray(X), y, 0.0, 1e-2, "logistic"
+    if name.startswith("digits"):
+        from sklearn.datasets import load_digits
+
+        X, y = load_digits(return_X_y=True)
+        X = np.ascontiguousarray(X / 16.0)
+        if name == "digits_l1":
+            return X, y, 0.0, 1e-3, "multinomial"
+        return X, y, 1e-3, 0.0, "multinomial"
+    import scipy.sparse as sp
+
+    n, d = 50_000, 100_000
+    X = sp.random_array((n, d), density=1e-3, format="csr", rng=rng,
+                        data_sampler=rng.standard_normal)
+    w = rng.standard_normal(d) * (rng.random(d) < 0.01)
+    y = (X @ w + 0.1 * rng.standard_normal(n) > 0).astype(np.int64)
+    return X, y, 0.0, 1e-5, "logistic"
+
+
+def _penalty(beta):
+    return "l1" if beta > 0 else None
+
+
+def _ours(name, problem, backend, **options):
+    X, y, alpha, beta, loss = problem
+    kwargs = dict(loss=loss, alpha=alpha, penalty=_penalty(beta), beta=beta,
+                  backend=backend)
+    kwargs.update(options)
+    return getattr(kernels.solvers, name)(X, y, **kwargs)
+
+
+def _sklearn(problem, max_iter, tol=0.0):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    X, y, alpha, beta, loss = problem
+    n = X.shape[0]
+    strength = beta if beta > 0 else alpha
+    # elasticnet with l1_ratio 1 (l1) or 0 (l2): the spelling that means the
+    # same before and after scikit-learn 1.8 deprecated ``penalty``
+    model = LogisticRegression(
+        penalty="elasticnet", l1_ratio=1.0 if beta > 0 else 0.0,
+        C=1.0 / (n * strength), solver="saga", fit_intercept=False,
+        max_iter=max_iter, tol=tol,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        model.fit(X, y)
+    return model
+
+
+def _objective(problem, coef):
+    X, y, alpha, beta, loss = problem
+    coef = np.atleast_2d(coef)
+    margins = np.asarray(X @ coef.T)
+    if loss == "logistic":
+        s = np.where(y == np.unique(y)[1], 1.0, -1.0)
+        value = np.mean(np.logaddexp(0.0, -s * margins[:, 0]))
+    else:
+        top = margins.max(axis=1, keepdims=True)
+        codes = np.searchsorted(np.unique(y), y)
+        log_total = np.log(np.exp(margins - top).sum(axis=1)) + top[:, 0]
+        value = np.mean(log_total - margins[np.arange(len(y)), codes])
+    return value + alpha / 2 * np.sum(coef * coef) + beta * np.abs(coef).sum()
+
+
+def _copt(problem, max_iter):
+    import copt
+    from copt import loss as copt_loss
+    from copt import penalty as copt_penalty
+
+    X, y, alpha, beta, loss = problem
+    f = copt_loss.LogLoss(X, (y == np.unique(y)[1]).astype(np.float64), alpha)
+    step = 1.0 / (3.0 * f.max_lipschitz)
+    prox = copt_penalty.L1Norm(beta).prox_factory(X.shape[1]) if beta > 0 else None
+    return copt.minimize_saga(f.partial_deriv, X, f.b, np.zeros(X.shape[1]), step,
+                              prox=prox, alpha=alpha, max_iter=max_iter, tol=0.0)
+
+
+def _require(implementation, problem_name):
+    if implementation in ("cython", "numba", "numpy") and implementation not in AVAILABLE:
+        raise NotImplementedError(f"backend {implementation} is not available")
+    if implementation == "numpy" and problem_name == "sparse_l1":
+        raise NotImplementedError("the NumPy reference takes minutes per epoch here")
+    if implementation == "copt":
+        try:
+            import copt  # noqa: F401
+        except ImportError:
+            raise NotImplementedError("copt is not installed") from None
+        if problem_name.startswith("digits"):
+            raise NotImplementedError("copt has no multinomial loss")
+
+
+class SecondsPerEpoch:
+    """SAGA epoch time: ours (float64 and float32 data) against copt's
+    minimize_saga and scikit-learn's LogisticRegression(solver="saga")."""
+
+    params = (["cython", "numba", "numpy", "copt", "sklearn"], list(PROBLEMS),
+              ["float64", "float32"])
+    param_names = ["implementation", "problem", "dtype"]
+    timeout = 600
+    unit = "seconds"
+
+    def setup(self, implementation, problem_name, dtype):
+        _require(implementation, problem_name)
+        if dtype == "float32" and implementation in ("copt", "sklearn"):
+            raise NotImplementedError("float32 rows are for ours")
+        if implementation == "sklearn" and problem_name == "sparse_l1":
+            raise NotImplementedError("about 11 s per epoch: run once in scripts/solver-report")
+        single_thread_blas()
+        X, *rest = _load(problem_name)
+        self.problem = (X.astype(dtype), *rest)
+        self.epochs = 3
+        self.run(implementation, 1)  # compile (Numba, copt) and warm up
+
+    def run(self, implementation, epochs):
+        if implementation == "copt":
+            return _copt(self.problem, epochs)
+        if implementation == "sklearn":
+            return _sklearn(self.problem, epochs)
+        return _ours("saga", self.problem, implementation, max_epochs=epochs, tol=0.0,
+                     seed=0)
+
+    def track_seconds_per_epoch(self, implementation, problem_name, dtype):
+        if implementation in ("copt", "sklearn"):
+            started = time.perf_counter()
+            self.run(implementation, self.epochs)
+            return (time.perf_counter() - started) / self.epochs
+        history = self.run(implementation, self.epochs).history
+        return float(np.median(np.diff([entry[1] for entry in history])))
+
+    def peakmem_saga(self, implementation, problem_name, dtype):
+        self.run(implementation, 1)
+
+
+class ToTolerance:
+    """Time and IFOs to 1e-6 relative suboptimality on the small problems."""
+
+    params = ([f"{backend}-{name}" for backend in ("cython", "numba") for name in OURS]
+              + ["sklearn-saga", "copt-saga"], ["breast_cancer", "digits_l2", "digits_l1"])
+    param_names = ["implementation", "problem"]
+    timeout = 900
+
+    def setup_cache(self):
+        """F* per problem, and the epochs the peers need to reach it."""
+        results = {}
+        for name in self.params[1]:
+            problem = _load(name)
+            backend = AVAILABLE[0]
+            best = _ours("svrg", problem, backend, max_epochs=20_000, tol=1e-11,
+                         seed=0).objective
+            best = min(best, _objective(problem, _sklearn(problem, 10_000, 1e-12).coef_))
+            target = best * (1 + TOLERANCE)
+            epochs = {}
+            for peer, solve in (("sklearn-saga", _sklearn), ("copt-saga", _copt)):
+                try:
+                    epochs[peer] = _epochs_to(lambda k, s=solve: _objective(
+                        problem, s(problem, k).coef_ if s is _sklearn else s(problem, k).x),
+                        target)
+                except (ImportError, ValueError):
+                    epochs[peer] = None
+            results[name] = (best, epochs)
+        return results
+
+    def setup(self, cache, implementation, problem_name):
+        backend, _, solver = implementation.partition("-")
+        if backend in ("cython", "numba"):
+            _require(backend, problem_name)
+        elif backend == "copt":
+            _require("copt", problem_name)
+        best, epochs = cache[problem_name]
+        if backend in ("sklearn", "copt") and epochs.get(implementation) is None:
+            raise NotImplementedError(f"{implementation} did not reach the tolerance")
+        single_thread_blas()
+        self.problem = _load(problem_name)
+        self.target = best * (1 + TOLERANCE)
+        self.backend, self.solver = backend, solver
+        self.epochs = epochs.get(implementation)
+        self.solve()  # compile, warm up
+
+    def solve(self):
+        if self.backend == "sklearn":
+            return _sklearn(self.problem, self.epochs)
+        if self.backend == "copt":
+            return _copt(self.problem, self.epochs)
+        options = {"batch_size": self.problem[0].shape[0]} if self.solver == "sgd" else {}
+        if self.solver == "vcsg":
+            options.update(lam_unbiased=0.5, eps=0.0)
+        return _ours(self.solver, self.problem, self.backend, max_epochs=5_000,
+                     tol=0.0, seed=0,
+                     callback=lambda entry: entry[2] <= self.target, **options)
+
+    def time_to_tolerance(self, cache, implementation, problem_name):
+        self.solve()
+
+    def track_ifos_to_tolerance(self, cache, implementation, problem_name):
+        if self.backend in ("sklearn", "copt"):
+            return self.epochs * self.problem[0].shape[0]
+        result = self.solve()
+        if result.history[-1][2] > self.target:
+            return float("nan")
+        return result.n_ifo
+
+    track_ifos_to_tolerance.unit = "IFOs"
+
+
+def _epochs_to(objective_after, target, limit=4096):
+    """The smallest epoch count k (doubling, then bisection) with
+    objective_after(k) <= target."""
+    k = 1
+    while objective_after(k) > target:
+        k *= 2
+        if k > limit:
+            raise ValueError("did not reach the target")
+    low = k // 2
+    while k - low > 1:
+        middle = (low + k) // 2
+        if objective_after(middle) <= target:
+            k = middle
+        else:
+            low = middle
+    return k
