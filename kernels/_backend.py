@@ -27,7 +27,7 @@ _PACKAGES = {
     "numba": "kernels._numba",
     "numpy": "kernels._reference",
 }
-FAMILIES = ("prox", "sparse")
+FAMILIES = ("prox", "sparse", "update")
 
 _modules = {}
 _unavailable = {}
