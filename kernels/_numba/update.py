@@ -8,8 +8,8 @@ goes straight through the prox.
 
 The penalty is chosen once per call, outside the loops, so that every loop
 is a plain elementwise loop that LLVM vectorises.  In place (``out`` is
-``w``) the loops are the same inlined code called with ``w`` as the output:
-LLVM then sees one array, not two that might overlap, and vectorises
+``w``) the loops are the same inlined code called with ``out`` as ``w``
+too: LLVM then sees one array, not two that might overlap, and vectorises
 without the overlap test that would send ``out is w`` to the scalar loop
 (see ``kernels._numba.prox``).
 """
@@ -87,7 +87,7 @@ def sgd_step(w, g, step, penalty, threshold, scale, received, total, out):
     (+ 2 * n * itemsize for the cumulative penalty).
     Spec: kernels._reference.update."""
     if _same_buffer(w, out):
-        _sgd_loops(w, g, step, penalty, threshold, scale, received, total, w)
+        _sgd_loops(out, g, step, penalty, threshold, scale, received, total, out)
     else:
         _sgd_loops(w, g, step, penalty, threshold, scale, received, total, out)
 
@@ -99,7 +99,7 @@ def mixed_step(w, g, s, mu, a, b, c, penalty, threshold, scale, received, total,
     Spec: kernels._reference.update."""
     if _same_buffer(w, out):
         _mixed_loops(
-            w, g, s, mu, a, b, c, penalty, threshold, scale, received, total, w
+            out, g, s, mu, a, b, c, penalty, threshold, scale, received, total, out
         )
     else:
         _mixed_loops(
