@@ -1,9 +1,9 @@
 """Fast CPU kernels for embedded machine learning.
 
-Proximal shrinkage (``kernels.prox``) and sparse matrix products for
-inference (``kernels.sparse``), with variance-reduced gradient updates to
-follow, each over three interchangeable backends: "cython", "numba" and the
-"numpy" reference.
+Proximal shrinkage (``kernels.prox``), sparse matrix products for
+inference (``kernels.sparse``) and the fused proximal gradient step of
+variance-reduced training (``kernels.update``), each over three
+interchangeable backends: "cython", "numba" and the "numpy" reference.
 """
 
 from kernels._backend import (
@@ -32,6 +32,7 @@ from kernels.sparse import (
     spmv,
     spmv_t,
 )
+from kernels.update import CumulativeL1, prox_gradient_step
 
 __version__ = "0.1.0"
 
@@ -57,4 +58,6 @@ __all__ = [
     "spmm",
     "SparseLinear",
     "SparseMLP",
+    "prox_gradient_step",
+    "CumulativeL1",
 ]

@@ -33,7 +33,7 @@ _PACKAGES = {
     "numba": "kernels._numba",
     "numpy": "kernels._reference",
 }
-FAMILIES = ("prox", "sparse", "solvers")
+FAMILIES = ("prox", "sparse", "update", "solvers")
 
 _modules = {}
 _unavailable = {}

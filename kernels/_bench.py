@@ -281,10 +281,11 @@ def _header(quick, backends, blas):
             "'2 threads' rows: the same backend on 1 thread); ours on 1 "
             "thread (threads=1) unless the row says otherwise; GB/s = bytes "
             "the kernel must move (read x + write out; cumulative_l1 reads and "
-            "writes w and received; sparse products: the matrix's arrays + x "
-            "+ y; MLPs: weights + activations) / time; % copy = that GB/s over "
-            "np.copyto's GB/s, timed alongside, on the same array (sparse and "
-            "MLP rows: through a working set of the same bytes)"
+            "writes w and received; prox_gradient_step reads w, g (s, mu) and "
+            "writes w, + the cumulative state; sparse products: the matrix's "
+            "arrays + x + y; MLPs: weights + activations) / time; % copy = that "
+            "GB/s over np.copyto's GB/s, timed alongside, on the same array "
+            "(sparse and MLP rows: through a working set of the same bytes)"
         ),
     }
 
@@ -835,5 +836,79 @@ def mlp_cases(quick):
         cases += [
             _mlp_case(weights, biases, density, 1, "csr", "onnxruntime"),
             _mlp_case(weights, biases, density, 64, "csr", "onnxruntime"),
+        ]
+    return cases
+
+
+# Cases: the fused proximal gradient step (kernels.update) -------------
+
+
+def _lambda_step_expression(a):
+    """The lambda-estimator step as a user writes it with NumPy (and
+    kernels.prox_l1 or kernels.cumulative_l1 for the penalty)."""
+    v = (1 - a.lam) * (a.g - a.s) + a.lam * a.mu
+    a.w -= a.step * v
+    if a.state is None:
+        kernels.prox_l1(a.w, a.step * a.beta, out=a.w)
+    else:
+        a.state.total += a.step * a.beta
+        kernels.cumulative_l1(a.w, a.state.received, a.state.total)
+
+
+def _sgd_step_expression(a):
+    a.w -= a.step * a.g
+    kernels.prox_l1(a.w, a.step * a.beta, out=a.w)
+
+
+def _update_case(kernel, n, dtype, penalty="l1", sgd=False):
+    """One in-place step on n parameters, as a training loop runs it.  The
+    step and beta are small, so that thousands of timed calls leave the
+    weights of the same size.  Bytes: read w and g (and s, mu), write w
+    (and read and write the cumulative penalty's state)."""
+    itemsize = np.dtype(dtype).itemsize
+    arrays = 3 if sgd else 5
+    if penalty == "cumulative_l1":
+        arrays += 2
+
+    def make_inputs():
+        rng = np.random.default_rng(0)
+        w, g, s, mu = (rng.standard_normal(n, dtype=np.dtype(dtype)) for _ in "wgsm")
+        state = kernels.CumulativeL1(w) if penalty == "cumulative_l1" else None
+        return types.SimpleNamespace(
+            w=w, g=g, s=s, mu=mu, lam=0.7, step=1e-3, beta=1e-3, state=state
+        )
+
+    def ours(a, backend):
+        snapshot = () if sgd else (a.s, a.mu)
+        lam = {} if sgd else {"lam": a.lam}
+        kernels.prox_gradient_step(
+            a.w, a.g, *snapshot, step=a.step, penalty=penalty, beta=a.beta,
+            cumulative=a.state, out=a.w, backend=backend, **lam,
+        )  # fmt: skip
+
+    return BenchCase(
+        kernel=kernel,
+        shape=(n,),
+        dtype=np.dtype(dtype).name,
+        make_inputs=make_inputs,
+        baseline=_sgd_step_expression if sgd else _lambda_step_expression,
+        ours=ours,
+        bytes_moved=arrays * n * itemsize,
+        copy_of="w",
+    )
+
+
+@register("update")
+def update_cases(quick):
+    f32, f64 = np.float32, np.float64
+    cases = [
+        _update_case("prox_gradient_step lam l1", 10**6, f32),
+        _update_case("prox_gradient_step lam cumulative", 10**6, f32, "cumulative_l1"),
+        _update_case("prox_gradient_step sgd l1", 10**6, f32, sgd=True),
+    ]
+    if not quick:
+        cases += [
+            _update_case("prox_gradient_step lam l1", 10**6, f64),
+            _update_case("prox_gradient_step lam l1", 10**7, f32),
         ]
     return cases
