@@ -8,7 +8,8 @@ copt's, on three problems (the issue's):
 The objective is the mean loss + alpha/2 ||w||^2 + beta ||w||_1, with
 either alpha or beta zero (scikit-learn's C = 1 / (n * beta) for l1, 1 /
 (n * alpha) for l2; copt's LogLoss(alpha) and an L1Norm(beta) prox), no
-intercept, so all solve the same problem.  F* is the best objective found by long runs of
+intercept, so all solve the same problem.  F* is the best objective found
+by long runs of
 ours and scikit-learn's (setup_cache), and "to tolerance" means relative
 suboptimality (F - F*) / F* <= 1e-6.
 
@@ -19,6 +20,7 @@ passes (SolverResult.history), while a time_ of a whole solve includes
 them (a conservative figure for ours).  BLAS is pinned to one thread.
 """
 
+import functools
 import time
 import warnings
 
@@ -26,9 +28,12 @@ import numpy as np
 
 import kernels.solvers
 
-from .common import AVAILABLE, single_thread_blas
+from .common import AVAILABLE, SMOKE, single_thread_blas
 
-TOLERANCE = 1e-6
+# The smoke run (scripts/asv-smoke) checks that every row runs: a loose
+# tolerance, short runs and a small sparse problem then keep it to seconds.
+TOLERANCE = 1e-2 if SMOKE else 1e-6
+MAX_EPOCHS = 50 if SMOKE else 5_000
 PROBLEMS = ("breast_cancer", "digits_l2", "digits_l1", "sparse_l1")
 OURS = ("svrg", "saga", "sarah", "scsg", "vcsg", "sgd")
 
@@ -52,9 +57,10 @@ def _load(name):
         return X, y, 1e-3, 0.0, "multinomial"
     import scipy.sparse as sp
 
-    n, d = 50_000, 100_000
-    X = sp.random_array((n, d), density=1e-3, format="csr", rng=rng,
-                        data_sampler=rng.standard_normal)
+    n, d = (2_000, 5_000) if SMOKE else (50_000, 100_000)
+    X = sp.random_array(
+        (n, d), density=1e-3, format="csr", rng=rng, data_sampler=rng.standard_normal
+    )
     w = rng.standard_normal(d) * (rng.random(d) < 0.01)
     y = (X @ w + 0.1 * rng.standard_normal(n) > 0).astype(np.int64)
     return X, y, 0.0, 1e-5, "logistic"
@@ -66,8 +72,9 @@ def _penalty(beta):
 
 def _ours(name, problem, backend, **options):
     X, y, alpha, beta, loss = problem
-    kwargs = dict(loss=loss, alpha=alpha, penalty=_penalty(beta), beta=beta,
-                  backend=backend)
+    kwargs = dict(
+        loss=loss, alpha=alpha, penalty=_penalty(beta), beta=beta, backend=backend
+    )
     kwargs.update(options)
     return getattr(kernels.solvers, name)(X, y, **kwargs)
 
@@ -82,9 +89,13 @@ def _sklearn(problem, max_iter, tol=0.0):
     # elasticnet with l1_ratio 1 (l1) or 0 (l2): the spelling that means the
     # same before and after scikit-learn 1.8 deprecated ``penalty``
     model = LogisticRegression(
-        penalty="elasticnet", l1_ratio=1.0 if beta > 0 else 0.0,
-        C=1.0 / (n * strength), solver="saga", fit_intercept=False,
-        max_iter=max_iter, tol=tol,
+        penalty="elasticnet",
+        l1_ratio=1.0 if beta > 0 else 0.0,
+        C=1.0 / (n * strength),
+        solver="saga",
+        fit_intercept=False,
+        max_iter=max_iter,
+        tol=tol,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -117,12 +128,24 @@ def _copt(problem, max_iter):
     f = copt_loss.LogLoss(X, (y == np.unique(y)[1]).astype(np.float64), alpha)
     step = 1.0 / (3.0 * f.max_lipschitz)
     prox = copt_penalty.L1Norm(beta).prox_factory(X.shape[1]) if beta > 0 else None
-    return copt.minimize_saga(f.partial_deriv, X, f.b, np.zeros(X.shape[1]), step,
-                              prox=prox, alpha=alpha, max_iter=max_iter, tol=0.0)
+    return copt.minimize_saga(
+        f.partial_deriv,
+        X,
+        f.b,
+        np.zeros(X.shape[1]),
+        step,
+        prox=prox,
+        alpha=alpha,
+        max_iter=max_iter,
+        tol=0.0,
+    )
 
 
 def _require(implementation, problem_name):
-    if implementation in ("cython", "numba", "numpy") and implementation not in AVAILABLE:
+    if (
+        implementation in ("cython", "numba", "numpy")
+        and implementation not in AVAILABLE
+    ):
         raise NotImplementedError(f"backend {implementation} is not available")
     if implementation == "numpy" and problem_name == "sparse_l1":
         raise NotImplementedError("the NumPy reference takes minutes per epoch here")
@@ -139,8 +162,11 @@ class SecondsPerEpoch:
     """SAGA epoch time: ours (float64 and float32 data) against copt's
     minimize_saga and scikit-learn's LogisticRegression(solver="saga")."""
 
-    params = (["cython", "numba", "numpy", "copt", "sklearn"], list(PROBLEMS),
-              ["float64", "float32"])
+    params = (
+        ["cython", "numba", "numpy", "copt", "sklearn"],
+        list(PROBLEMS),
+        ["float64", "float32"],
+    )
     param_names = ["implementation", "problem", "dtype"]
     timeout = 600
     unit = "seconds"
@@ -150,7 +176,9 @@ class SecondsPerEpoch:
         if dtype == "float32" and implementation in ("copt", "sklearn"):
             raise NotImplementedError("float32 rows are for ours")
         if implementation == "sklearn" and problem_name == "sparse_l1":
-            raise NotImplementedError("about 11 s per epoch: run once in scripts/solver-report")
+            raise NotImplementedError(
+                "about 11 s per epoch: run once in scripts/solver-report"
+            )
         single_thread_blas()
         X, *rest = _load(problem_name)
         self.problem = (X.astype(dtype), *rest)
@@ -162,8 +190,9 @@ class SecondsPerEpoch:
             return _copt(self.problem, epochs)
         if implementation == "sklearn":
             return _sklearn(self.problem, epochs)
-        return _ours("saga", self.problem, implementation, max_epochs=epochs, tol=0.0,
-                     seed=0)
+        return _ours(
+            "saga", self.problem, implementation, max_epochs=epochs, tol=0.0, seed=0
+        )
 
     def track_seconds_per_epoch(self, implementation, problem_name, dtype):
         if implementation in ("copt", "sklearn"):
@@ -180,8 +209,11 @@ class SecondsPerEpoch:
 class ToTolerance:
     """Time and IFOs to 1e-6 relative suboptimality on the small problems."""
 
-    params = ([f"{backend}-{name}" for backend in ("cython", "numba") for name in OURS]
-              + ["sklearn-saga", "copt-saga"], ["breast_cancer", "digits_l2", "digits_l1"])
+    params = (
+        [f"{backend}-{name}" for backend in ("cython", "numba") for name in OURS]
+        + ["sklearn-saga", "copt-saga"],
+        ["breast_cancer", "digits_l2", "digits_l1"],
+    )
     param_names = ["implementation", "problem"]
     timeout = 900
 
@@ -191,16 +223,30 @@ class ToTolerance:
         for name in self.params[1]:
             problem = _load(name)
             backend = AVAILABLE[0]
-            best = _ours("svrg", problem, backend, max_epochs=20_000, tol=1e-11,
-                         seed=0).objective
-            best = min(best, _objective(problem, _sklearn(problem, 10_000, 1e-12).coef_))
+            best = _ours(
+                "svrg",
+                problem,
+                backend,
+                max_epochs=20 * MAX_EPOCHS if SMOKE else 20_000,
+                tol=1e-11,
+                seed=0,
+            ).objective
+            peer_epochs = MAX_EPOCHS if SMOKE else 10_000
+            best = min(
+                best, _objective(problem, _sklearn(problem, peer_epochs, 1e-12).coef_)
+            )
             target = best * (1 + TOLERANCE)
             epochs = {}
-            for peer, solve in (("sklearn-saga", _sklearn), ("copt-saga", _copt)):
+            for peer, coef_after in (
+                ("sklearn-saga", lambda p, k: _sklearn(p, k).coef_),
+                ("copt-saga", lambda p, k: _copt(p, k).x),
+            ):
                 try:
-                    epochs[peer] = _epochs_to(lambda k, s=solve: _objective(
-                        problem, s(problem, k).coef_ if s is _sklearn else s(problem, k).x),
-                        target)
+                    epochs[peer] = _epochs_to(
+                        functools.partial(_objective_after, coef_after, problem),
+                        target,
+                        limit=64 if SMOKE else 4096,
+                    )
                 except (ImportError, ValueError):
                     epochs[peer] = None
             results[name] = (best, epochs)
@@ -227,12 +273,21 @@ class ToTolerance:
             return _sklearn(self.problem, self.epochs)
         if self.backend == "copt":
             return _copt(self.problem, self.epochs)
-        options = {"batch_size": self.problem[0].shape[0]} if self.solver == "sgd" else {}
+        options = (
+            {"batch_size": self.problem[0].shape[0]} if self.solver == "sgd" else {}
+        )
         if self.solver == "vcsg":
             options.update(lam_unbiased=0.5, eps=0.0)
-        return _ours(self.solver, self.problem, self.backend, max_epochs=5_000,
-                     tol=0.0, seed=0,
-                     callback=lambda entry: entry[2] <= self.target, **options)
+        return _ours(
+            self.solver,
+            self.problem,
+            self.backend,
+            max_epochs=MAX_EPOCHS,
+            tol=0.0,
+            seed=0,
+            callback=lambda entry: entry[2] <= self.target,
+            **options,
+        )
 
     def time_to_tolerance(self, cache, implementation, problem_name):
         self.solve()
@@ -246,6 +301,10 @@ class ToTolerance:
         return result.n_ifo
 
     track_ifos_to_tolerance.unit = "IFOs"
+
+
+def _objective_after(coef_after, problem, epochs):
+    return _objective(problem, coef_after(problem, epochs))
 
 
 def _epochs_to(objective_after, target, limit=4096):

@@ -1,9 +1,11 @@
 """Fast CPU kernels for embedded machine learning.
 
 Proximal shrinkage (``kernels.prox``), sparse matrix products for
-inference (``kernels.sparse``) and the fused proximal gradient step of
-variance-reduced training (``kernels.update``), each over three
-interchangeable backends: "cython", "numba" and the "numpy" reference.
+inference (``kernels.sparse``), the fused proximal gradient step of
+variance-reduced training (``kernels.update``) and the variance-reduced
+solvers for linear models (``kernels.solvers``, with scikit-learn-style
+estimators in ``kernels.linear_model``), each over three interchangeable
+backends: "cython", "numba" and the "numpy" reference.
 """
 
 from kernels._backend import (
@@ -12,6 +14,7 @@ from kernels._backend import (
     set_backend,
     use_backend,
 )
+from kernels.linear_model import SparseLinearRegression, SparseLogisticRegression
 from kernels.nn import SparseLinear, SparseMLP
 from kernels.prox import (
     cumulative_l1,
@@ -60,4 +63,6 @@ __all__ = [
     "SparseMLP",
     "prox_gradient_step",
     "CumulativeL1",
+    "SparseLogisticRegression",
+    "SparseLinearRegression",
 ]

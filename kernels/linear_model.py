@@ -58,25 +58,43 @@ except ImportError:
     class ClassifierMixin:
         def score(self, X, y, sample_weight=None):
             """Mean accuracy of ``predict(X)`` against ``y``."""
-            return float(np.average(self.predict(X) == np.asarray(y), weights=sample_weight))
+            return float(
+                np.average(self.predict(X) == np.asarray(y), weights=sample_weight)
+            )
 
     class RegressorMixin:
         def score(self, X, y, sample_weight=None):
             """The coefficient of determination R^2 of ``predict(X)``."""
             y = np.asarray(y, dtype=np.float64)
             residual = np.average((y - self.predict(X)) ** 2, weights=sample_weight)
-            spread = np.average((y - np.average(y, weights=sample_weight)) ** 2,
-                                weights=sample_weight)
+            spread = np.average(
+                (y - np.average(y, weights=sample_weight)) ** 2, weights=sample_weight
+            )
             return float(1.0 - residual / spread) if spread > 0 else 0.0
 
 
 class _SparseLinearModel(BaseEstimator):
     """Shared fitting and prediction; subclasses choose the loss."""
 
-    def __init__(self, *, alpha=0.0, penalty="l1", beta=1e-3, l1_ratio=0.5,
-                 groups=None, solver="saga", lam=None, step="auto", batch_size=1,
-                 max_epochs=100, tol=1e-4, fit_intercept=True, seed=None,
-                 verbose=False, backend=None):
+    def __init__(
+        self,
+        *,
+        alpha=0.0,
+        penalty="l1",
+        beta=1e-3,
+        l1_ratio=0.5,
+        groups=None,
+        solver="saga",
+        lam=None,
+        step="auto",
+        batch_size=1,
+        max_epochs=100,
+        tol=1e-4,
+        fit_intercept=True,
+        seed=None,
+        verbose=False,
+        backend=None,
+    ):
         self.alpha = alpha
         self.penalty = penalty
         self.beta = beta
@@ -97,17 +115,28 @@ class _SparseLinearModel(BaseEstimator):
         if self.solver not in _SOLVERS:
             raise ValueError(f"solver must be one of {_SOLVERS}, got {self.solver!r}")
         options = dict(
-            loss=loss, fit_intercept=self.fit_intercept, alpha=self.alpha,
-            penalty=self.penalty, beta=self.beta, l1_ratio=self.l1_ratio,
-            groups=self.groups, step=self.step, max_epochs=self.max_epochs,
-            tol=self.tol, seed=self.seed, verbose=self.verbose, backend=self.backend,
+            loss=loss,
+            fit_intercept=self.fit_intercept,
+            alpha=self.alpha,
+            penalty=self.penalty,
+            beta=self.beta,
+            l1_ratio=self.l1_ratio,
+            groups=self.groups,
+            step=self.step,
+            max_epochs=self.max_epochs,
+            tol=self.tol,
+            seed=self.seed,
+            verbose=self.verbose,
+            backend=self.backend,
         )
         if self.solver != "vcsg":
             options["batch_size"] = self.batch_size
         if self.solver in _TAKES_LAM:
             options["lam"] = self.lam
         elif self.lam is not None:
-            raise ValueError(f"lam applies to {_TAKES_LAM}, not to solver={self.solver!r}")
+            raise ValueError(
+                f"lam applies to {_TAKES_LAM}, not to solver={self.solver!r}"
+            )
         result = getattr(solvers, self.solver)(X, y, **options)
         self.coef_ = result.coef
         self.intercept_ = result.intercept

@@ -136,8 +136,9 @@ def lambda_coefficients(lam):
 class _Problem:
     """The data and the objective, validated once, in the kernels' layout."""
 
-    def __init__(self, X, y, loss, fit_intercept, alpha, penalty, beta,
-                 l1_ratio, groups, backend):
+    def __init__(
+        self, X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend
+    ):
         self.kernels = kernels_for("solvers", backend)
         self._data_arrays(X)
         self._targets(y, loss)
@@ -156,14 +157,20 @@ class _Problem:
             data, indices, indptr = X._arrays
             self.n_samples, self.n_features = X.shape
             self.sparse = True
-            self.row_sq_norms = np.add.reduceat(
-                np.square(data, dtype=np.float64), indptr[:-1].astype(np.intp)
-            ) if data.size else np.zeros(self.n_samples)
+            self.row_sq_norms = (
+                np.add.reduceat(
+                    np.square(data, dtype=np.float64), indptr[:-1].astype(np.intp)
+                )
+                if data.size
+                else np.zeros(self.n_samples)
+            )
             self.row_sq_norms[np.diff(indptr) == 0] = 0.0
         else:
             X = _checks.as_float_array(X, "X")
             if X.ndim != 2:
-                raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+                raise ValueError(
+                    f"X must be 2-D (n_samples, n_features), got shape {X.shape}"
+                )
             self.n_samples, self.n_features = X.shape
             self.sparse = False
             data = X.reshape(-1)
@@ -198,7 +205,9 @@ class _Problem:
                     f"{self.classes.size}; use loss='multinomial'"
                 )
             if self.classes.size < 2:
-                raise ValueError(f"y must hold at least two classes, got {self.classes}")
+                raise ValueError(
+                    f"y must hold at least two classes, got {self.classes}"
+                )
             if self.loss == LOSS_LOGISTIC:
                 y = np.where(codes == 1, 1.0, -1.0)
                 self.n_outputs = 1
@@ -220,7 +229,9 @@ class _Problem:
         if penalty is None:
             self.l1 = 0.0
         elif penalty == "elastic_net":
-            l1_ratio = _checks.scalar(l1_ratio, "l1_ratio", minimum=0.0, allow_inf=False)
+            l1_ratio = _checks.scalar(
+                l1_ratio, "l1_ratio", minimum=0.0, allow_inf=False
+            )
             if l1_ratio > 1.0:
                 raise ValueError(f"l1_ratio must be in [0, 1], got {l1_ratio}")
             self.ridge, self.l1 = alpha + beta * (1.0 - l1_ratio), beta * l1_ratio
@@ -244,8 +255,17 @@ class _Problem:
         grad_intercept = np.zeros_like(intercept)
         derivatives = np.empty((samples.shape[0], self.n_outputs))
         total = self.kernels.linear_pass(
-            self.loss, self.data, self.indices, self.indptr, self.y, coef,
-            intercept, samples, derivatives, grad, grad_intercept,
+            self.loss,
+            self.data,
+            self.indices,
+            self.indptr,
+            self.y,
+            coef,
+            intercept,
+            samples,
+            derivatives,
+            grad,
+            grad_intercept,
         )
         m = max(samples.shape[0], 1)
         grad /= m
@@ -257,9 +277,13 @@ class _Problem:
         if self.penalty == PENALTY_L1:
             value += self.l1 * float(np.abs(coef).sum())
         elif self.penalty == PENALTY_GROUP_L1:
-            squares = np.add.reduceat(
-                np.sum(coef * coef, axis=1), self.group_ptr[:-1].astype(np.intp)
-            ) if self.n_features else _EMPTY
+            squares = (
+                np.add.reduceat(
+                    np.sum(coef * coef, axis=1), self.group_ptr[:-1].astype(np.intp)
+                )
+                if self.n_features
+                else _EMPTY
+            )
             squares[np.diff(self.group_ptr) == 0] = 0.0
             value += self.l1 * float(self.group_weights @ np.sqrt(squares))
         elif self.penalty == PENALTY_L0:
@@ -269,7 +293,12 @@ class _Problem:
     def prox(self, coef, step):
         coef = coef.copy()
         self.kernels.prox_step(
-            self.penalty, coef, step, self.ridge, self.l1, self.group_ptr,
+            self.penalty,
+            coef,
+            step,
+            self.ridge,
+            self.l1,
+            self.group_ptr,
             self.group_weights,
         )
         return coef
@@ -285,7 +314,9 @@ class _Problem:
 
 def _group_pointer(groups, n_features):
     if groups is None:
-        raise ValueError("penalty='group_l1' needs groups: a group size or a list of sizes")
+        raise ValueError(
+            "penalty='group_l1' needs groups: a group size or a list of sizes"
+        )
     if _checks.is_scalar(groups):
         size = _checks.integer(groups, "groups", minimum=1)
         if n_features % size:
@@ -309,14 +340,29 @@ def _group_pointer(groups, n_features):
 class _Run:
     """State, bookkeeping and stopping rules of one solver call."""
 
-    def __init__(self, problem, name, step, max_epochs, tol, seed, sample_order,
-                 callback, verbose, safe_factor):
+    def __init__(
+        self,
+        problem,
+        name,
+        step,
+        max_epochs,
+        tol,
+        seed,
+        sample_order,
+        callback,
+        verbose,
+        safe_factor,
+    ):
         self.problem = problem
         self.name = name
-        self.auto_step = safe_factor / problem.lipschitz if problem.lipschitz > 0 else 1.0
+        self.auto_step = (
+            safe_factor / problem.lipschitz if problem.lipschitz > 0 else 1.0
+        )
         if isinstance(step, str):
             if step != "auto":
-                raise ValueError(f"step must be 'auto' or a positive number, got {step!r}")
+                raise ValueError(
+                    f"step must be 'auto' or a positive number, got {step!r}"
+                )
             self.step = self.auto_step
         else:
             self.step = _checks.scalar(step, "step", minimum=0.0, allow_inf=False)
@@ -351,13 +397,19 @@ class _Run:
         started = time.perf_counter()
         loss, grad, grad_intercept, _ = p.gradient(self.coef, self.intercept)
         self.full = (grad, grad_intercept, time.perf_counter() - started)
-        self.objective = loss + p.penalty_value(self.coef)
-        self.norm = p.certificate(self.coef, self.intercept, grad, grad_intercept, self.step)
-        if not (math.isfinite(self.objective) and np.isfinite(self.coef).all()
-                and np.isfinite(self.intercept).all()) or (
-                self.history and self.objective > 1e6 * (abs(self.history[0][2]) + 1.0)):
+        with np.errstate(over="ignore", invalid="ignore"):  # diverged: raised below
+            self.objective = loss + p.penalty_value(self.coef)
+            self.norm = p.certificate(
+                self.coef, self.intercept, grad, grad_intercept, self.step
+            )
+        if not (
+            math.isfinite(self.objective)
+            and np.isfinite(self.coef).all()
+            and np.isfinite(self.intercept).all()
+        ) or (self.history and self.objective > 1e6 * (abs(self.history[0][2]) + 1.0)):
             raise DivergenceError(
-                f"{self.name} diverged at epoch {self.epoch} with step={self.step:.6g}: "
+                f"{self.name} diverged at epoch {self.epoch} with "
+                f"step={self.step:.6g}: "
                 f"objective {self.objective:.6g}; use a smaller step (step='auto' "
                 f"chooses {self.auto_step:.6g} here)"
             )
@@ -387,23 +439,56 @@ class _Run:
         self.seconds += seconds
         return grad.copy(), grad_intercept.copy()
 
-    def epoch_call(self, method, samples, batch_size, step, coefficients,
-                   anchor=None, anchor_intercept=None, direction=None,
-                   direction_intercept=None, table=None, previous=None,
-                   previous_intercept=None):
+    def epoch_call(
+        self,
+        method,
+        samples,
+        batch_size,
+        step,
+        coefficients,
+        anchor=None,
+        anchor_intercept=None,
+        direction=None,
+        direction_intercept=None,
+        table=None,
+        previous=None,
+        previous_intercept=None,
+    ):
         p = self.problem
         k = p.n_outputs
         cg, cs, cm = coefficients
         self.timed(
-            p.kernels.linear_epoch, method, p.loss, p.penalty, p.data, p.indices,
-            p.indptr, p.y, self.coef, self.intercept, p.fit_intercept, samples,
-            batch_size, step, step * max(cg, cm), p.ridge, p.l1, p.group_ptr,
+            p.kernels.linear_epoch,
+            method,
+            p.loss,
+            p.penalty,
+            p.data,
+            p.indices,
+            p.indptr,
+            p.y,
+            self.coef,
+            self.intercept,
+            p.fit_intercept,
+            samples,
+            batch_size,
+            step,
+            step * max(cg, cm),
+            p.ridge,
+            p.l1,
+            p.group_ptr,
             p.group_weights,
-            cg, cs, cm,
-            _or_empty(anchor, (0, k)), _or_empty(anchor_intercept, (0,)),
-            _or_empty(direction, (0, k)), _or_empty(direction_intercept, (0,)),
-            _or_empty(table, (0, k)), _or_empty(previous, (0, k)),
-            _or_empty(previous_intercept, (0,)), self.work, self.last,
+            cg,
+            cs,
+            cm,
+            _or_empty(anchor, (0, k)),
+            _or_empty(anchor_intercept, (0,)),
+            _or_empty(direction, (0, k)),
+            _or_empty(direction_intercept, (0,)),
+            _or_empty(table, (0, k)),
+            _or_empty(previous, (0, k)),
+            _or_empty(previous_intercept, (0,)),
+            self.work,
+            self.last,
         )
 
     def result(self):
@@ -414,9 +499,15 @@ class _Run:
         else:
             coef, intercept = coef.T.copy(), intercept.copy()
         return SolverResult(
-            coef=coef, intercept=intercept, n_epochs=self.epoch, n_ifo=self.n_ifo,
-            converged=self.converged, objective=self.objective,
-            gradient_mapping_norm=self.norm, step=self.step, history=self.history,
+            coef=coef,
+            intercept=intercept,
+            n_epochs=self.epoch,
+            n_ifo=self.n_ifo,
+            converged=self.converged,
+            objective=self.objective,
+            gradient_mapping_norm=self.norm,
+            step=self.step,
+            history=self.history,
             classes=p.classes,
         )
 
@@ -470,27 +561,57 @@ _COMMON = """
 """
 
 
-def _problem(X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend):
-    return _Problem(X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio,
-                    groups, backend)
+def _problem(
+    X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend
+):
+    return _Problem(
+        X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend
+    )
 
 
-def sgd(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
-        beta=0.0, step="auto", batch_size=1, max_epochs=100, tol=1e-4, seed=None,
-        sample_order=None, callback=None, verbose=False, l1_ratio=0.5,
-        groups=None, backend=None):
-    """Proximal stochastic gradient descent: v = grad f_I(x), constant step
+def sgd(
+    X,
+    y,
+    loss="logistic",
+    fit_intercept=False,
+    alpha=0.0,
+    penalty=None,
+    beta=0.0,
+    step="auto",
+    batch_size=1,
+    max_epochs=100,
+    tol=1e-4,
+    seed=None,
+    sample_order=None,
+    callback=None,
+    verbose=False,
+    l1_ratio=0.5,
+    groups=None,
+    backend=None,
+):
+    (
+        """Proximal stochastic gradient descent: v = grad f_I(x), constant step
     (default 1/L).  Not variance-reduced: with small batches it reaches a
     neighbourhood of the solution whose size scales with the step;
     ``batch_size=n_samples`` is proximal gradient descent.  One IFO per
-    sample per epoch.""" + _COMMON
-    p = _problem(X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend)
-    run = _Run(p, "sgd", step, max_epochs, tol, seed, sample_order, callback, verbose, 1.0)
+    sample per epoch."""
+        + _COMMON
+    )
+    p = _problem(
+        X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend
+    )
+    run = _Run(
+        p, "sgd", step, max_epochs, tol, seed, sample_order, callback, verbose, 1.0
+    )
     b = _batch_size(batch_size, p.n_samples)
     while run.monitor():
         samples = run.permutation(run.epoch)
         run.epoch_call(
-            METHOD_SNAPSHOT, samples, b, run.step, (1.0, 0.0, 0.0),
+            METHOD_SNAPSHOT,
+            samples,
+            b,
+            run.step,
+            (1.0, 0.0, 0.0),
             direction=np.zeros_like(run.coef),
             direction_intercept=np.zeros_like(run.intercept),
         )
@@ -499,70 +620,154 @@ def sgd(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
     return run.result()
 
 
-def svrg(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
-         beta=0.0, step="auto", lam=None, batch_size=1, max_epochs=100, tol=1e-4,
-         seed=None, sample_order=None, callback=None, verbose=False, l1_ratio=0.5,
-         groups=None, backend=None):
-    """Proximal SVRG: each epoch takes a snapshot and its full gradient mu
+def svrg(
+    X,
+    y,
+    loss="logistic",
+    fit_intercept=False,
+    alpha=0.0,
+    penalty=None,
+    beta=0.0,
+    step="auto",
+    lam=None,
+    batch_size=1,
+    max_epochs=100,
+    tol=1e-4,
+    seed=None,
+    sample_order=None,
+    callback=None,
+    verbose=False,
+    l1_ratio=0.5,
+    groups=None,
+    backend=None,
+):
+    (
+        """Proximal SVRG: each epoch takes a snapshot and its full gradient mu
     (n IFOs), then n/b steps along v = g - s + mu (2 IFOs per sample), or
     along the lambda-estimator's v when ``lam`` is a number in [0, 1]
-    (``lambda_coefficients``).  Default step 1/(3L).""" + _COMMON
-    p = _problem(X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend)
-    run = _Run(p, "svrg", step, max_epochs, tol, seed, sample_order, callback, verbose, 1 / 3)
+    (``lambda_coefficients``).  Default step 1/(3L)."""
+        + _COMMON
+    )
+    p = _problem(
+        X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend
+    )
+    run = _Run(
+        p, "svrg", step, max_epochs, tol, seed, sample_order, callback, verbose, 1 / 3
+    )
     b = _batch_size(batch_size, p.n_samples)
     coefficients = lambda_coefficients(lam)
     while run.monitor():
         mu, mu_intercept = run.full_gradient()
         samples = run.permutation(run.epoch)
         run.epoch_call(
-            METHOD_SNAPSHOT, samples, b, run.step, coefficients,
-            anchor=run.coef.copy(), anchor_intercept=run.intercept.copy(),
-            direction=mu, direction_intercept=mu_intercept,
+            METHOD_SNAPSHOT,
+            samples,
+            b,
+            run.step,
+            coefficients,
+            anchor=run.coef.copy(),
+            anchor_intercept=run.intercept.copy(),
+            direction=mu,
+            direction_intercept=mu_intercept,
         )
         run.n_ifo += _ifos_per_sample(coefficients) * samples.shape[0]
         run.epoch += 1
     return run.result()
 
 
-def saga(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
-         beta=0.0, step="auto", lam=None, batch_size=1, max_epochs=100, tol=1e-4,
-         seed=None, sample_order=None, callback=None, verbose=False, l1_ratio=0.5,
-         groups=None, backend=None):
-    """Proximal SAGA: a table of each sample's last loss derivative (one
+def saga(
+    X,
+    y,
+    loss="logistic",
+    fit_intercept=False,
+    alpha=0.0,
+    penalty=None,
+    beta=0.0,
+    step="auto",
+    lam=None,
+    batch_size=1,
+    max_epochs=100,
+    tol=1e-4,
+    seed=None,
+    sample_order=None,
+    callback=None,
+    verbose=False,
+    l1_ratio=0.5,
+    groups=None,
+    backend=None,
+):
+    (
+        """Proximal SAGA: a table of each sample's last loss derivative (one
     scalar per sample and output) replaces the snapshot; v = g_j - a_j +
     mean(a), or the lambda-estimator's mix with ``lam``.  The table starts
     from a full pass at the starting point (n IFOs), then each sample costs
-    one IFO.  Default step 1/(3L).""" + _COMMON
-    p = _problem(X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend)
-    run = _Run(p, "saga", step, max_epochs, tol, seed, sample_order, callback, verbose, 1 / 3)
+    one IFO.  Default step 1/(3L)."""
+        + _COMMON
+    )
+    p = _problem(
+        X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend
+    )
+    run = _Run(
+        p, "saga", step, max_epochs, tol, seed, sample_order, callback, verbose, 1 / 3
+    )
     b = _batch_size(batch_size, p.n_samples)
     coefficients = lambda_coefficients(lam)
     table = mean = mean_intercept = None
     while run.monitor():
         if table is None:
             _, mean, mean_intercept, table = run.timed(
-                p.gradient, run.coef, run.intercept)
+                p.gradient, run.coef, run.intercept
+            )
             run.n_ifo += p.n_samples
         samples = run.permutation(run.epoch)
         run.epoch_call(
-            METHOD_TABLE, samples, b, run.step, coefficients, direction=mean,
-            direction_intercept=mean_intercept, table=table,
+            METHOD_TABLE,
+            samples,
+            b,
+            run.step,
+            coefficients,
+            direction=mean,
+            direction_intercept=mean_intercept,
+            table=table,
         )
         run.n_ifo += samples.shape[0]
         run.epoch += 1
     return run.result()
 
 
-def sarah(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
-          beta=0.0, step="auto", batch_size=1, max_epochs=100, tol=1e-4,
-          seed=None, sample_order=None, callback=None, verbose=False,
-          l1_ratio=0.5, groups=None, backend=None):
-    """Proximal SARAH: each epoch restarts from the full gradient v_0 (n
+def sarah(
+    X,
+    y,
+    loss="logistic",
+    fit_intercept=False,
+    alpha=0.0,
+    penalty=None,
+    beta=0.0,
+    step="auto",
+    batch_size=1,
+    max_epochs=100,
+    tol=1e-4,
+    seed=None,
+    sample_order=None,
+    callback=None,
+    verbose=False,
+    l1_ratio=0.5,
+    groups=None,
+    backend=None,
+):
+    (
+        """Proximal SARAH: each epoch restarts from the full gradient v_0 (n
     IFOs), steps along it, then along the recursive v_t = g_I(x_t) -
     g_I(x_{t-1}) + v_{t-1} (2 IFOs per sample).  Default step 1/(2L).
-    """ + _COMMON
-    p = _problem(X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend)
-    run = _Run(p, "sarah", step, max_epochs, tol, seed, sample_order, callback, verbose, 0.5)
+    """
+        + _COMMON
+    )
+    p = _problem(
+        X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend
+    )
+    run = _Run(
+        p, "sarah", step, max_epochs, tol, seed, sample_order, callback, verbose, 0.5
+    )
     b = _batch_size(batch_size, p.n_samples)
     previous = np.zeros_like(run.coef)
     previous_intercept = np.zeros_like(run.intercept)
@@ -570,8 +775,14 @@ def sarah(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
         v, v_intercept = run.full_gradient()
         samples = run.permutation(run.epoch)
         run.epoch_call(
-            METHOD_RECURSIVE, samples, b, run.step, (1.0, -1.0, 1.0),
-            direction=v, direction_intercept=v_intercept, previous=previous,
+            METHOD_RECURSIVE,
+            samples,
+            b,
+            run.step,
+            (1.0, -1.0, 1.0),
+            direction=v,
+            direction_intercept=v_intercept,
+            previous=previous,
             previous_intercept=previous_intercept,
         )
         run.n_ifo += 2 * samples.shape[0]
@@ -583,25 +794,51 @@ def _stage(run, batch, lam, step, inner_batch, inner_steps):
     """One SCSG / VCSG stage: mu on ``batch`` (|batch| IFOs), then
     ``inner_steps`` snapshot steps on uniformly drawn mini-batches."""
     p = run.problem
-    _, mu, mu_intercept, derivatives = run.timed(p.gradient, run.coef, run.intercept, batch)
+    _, mu, mu_intercept, derivatives = run.timed(
+        p.gradient, run.coef, run.intercept, batch
+    )
     run.n_ifo += batch.shape[0]
     samples = run.rng.integers(0, p.n_samples, size=inner_steps * inner_batch)
     run.anchor, run.anchor_intercept = run.coef.copy(), run.intercept.copy()
     run.epoch_call(
-        METHOD_SNAPSHOT, samples.astype(np.int64), inner_batch, step,
-        lambda_coefficients(lam), anchor=run.anchor,
-        anchor_intercept=run.anchor_intercept, direction=mu,
+        METHOD_SNAPSHOT,
+        samples.astype(np.int64),
+        inner_batch,
+        step,
+        lambda_coefficients(lam),
+        anchor=run.anchor,
+        anchor_intercept=run.anchor_intercept,
+        direction=mu,
         direction_intercept=mu_intercept,
     )
     run.n_ifo += _ifos_per_sample(lambda_coefficients(lam)) * samples.shape[0]
     return mu, mu_intercept, derivatives
 
 
-def scsg(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
-         beta=0.0, step="auto", lam=None, batch_size=1, stage_batch=None,
-         batch_growth=1.5, max_epochs=100, tol=1e-4, seed=None, callback=None,
-         verbose=False, l1_ratio=0.5, groups=None, backend=None):
-    """SCSG (Lei et al. 2017): stage j draws B_j = min(n, stage_batch *
+def scsg(
+    X,
+    y,
+    loss="logistic",
+    fit_intercept=False,
+    alpha=0.0,
+    penalty=None,
+    beta=0.0,
+    step="auto",
+    lam=None,
+    batch_size=1,
+    stage_batch=None,
+    batch_growth=1.5,
+    max_epochs=100,
+    tol=1e-4,
+    seed=None,
+    callback=None,
+    verbose=False,
+    l1_ratio=0.5,
+    groups=None,
+    backend=None,
+):
+    (
+        """SCSG (Lei et al. 2017): stage j draws B_j = min(n, stage_batch *
     batch_growth^j) samples without replacement (stage_batch defaults to
     n/8) for mu, then runs N ~ Geometric(b / (B_j + b)) snapshot steps on
     mini-batches of ``batch_size`` drawn uniformly.  With a fixed B < n
@@ -609,17 +846,24 @@ def scsg(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
     batch grows (as in the paper's convergent version) until it is the
     whole data set.  One "epoch" of the history is one stage;
     ``max_epochs`` bounds the stages.  Default step 1/(3L).  No
-    ``sample_order``: the stages draw their samples from ``seed``.""" + _COMMON
-    p = _problem(X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend)
+    ``sample_order``: the stages draw their samples from ``seed``."""
+        + _COMMON
+    )
+    p = _problem(
+        X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend
+    )
     run = _Run(p, "scsg", step, max_epochs, tol, seed, None, callback, verbose, 1 / 3)
     b = _batch_size(batch_size, p.n_samples)
     n = p.n_samples
-    first = max(b, -(-n // 8)) if stage_batch is None else _checks.integer(
-        stage_batch, "stage_batch", minimum=1, maximum=n)
+    first = (
+        max(b, -(-n // 8))
+        if stage_batch is None
+        else _checks.integer(stage_batch, "stage_batch", minimum=1, maximum=n)
+    )
     growth = _checks.scalar(batch_growth, "batch_growth", minimum=1.0, allow_inf=False)
     while run.monitor():
         grown = run.epoch * math.log(growth) >= math.log(n / first)
-        big = n if grown else min(n, math.ceil(first * growth ** run.epoch))
+        big = n if grown else min(n, math.ceil(first * growth**run.epoch))
         batch = np.sort(run.rng.choice(n, size=big, replace=False)).astype(np.int64)
         inner = int(run.rng.geometric(b / (big + b)))
         _stage(run, batch, lam, run.step, b, inner)
@@ -627,14 +871,35 @@ def scsg(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
     return run.result()
 
 
-def vcsg(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
-         beta=0.0, step="auto", max_epochs=100, tol=1e-4, seed=None,
-         callback=None, verbose=False, l1_ratio=0.5, groups=None,
-         warmup_stages=1, eps=None, theta=0.5, min_batch_exponent=0.88,
-         inner_batch_exponent=0.625, lam_unbiased=0.4, lam_biased=0.75,
-         step_exponent_unbiased=5 / 32, step_exponent_biased=3 / 32,
-         backend=None):
-    """VCSG (arXiv 2102.09893; ALGORITHMS.md section 2).  Stage j:
+def vcsg(
+    X,
+    y,
+    loss="logistic",
+    fit_intercept=False,
+    alpha=0.0,
+    penalty=None,
+    beta=0.0,
+    step="auto",
+    max_epochs=100,
+    tol=1e-4,
+    seed=None,
+    callback=None,
+    verbose=False,
+    l1_ratio=0.5,
+    groups=None,
+    warmup_stages=1,
+    eps=None,
+    theta=0.5,
+    min_batch_exponent=0.88,
+    inner_batch_exponent=0.625,
+    lam_unbiased=0.4,
+    lam_biased=0.75,
+    step_exponent_unbiased=5 / 32,
+    step_exponent_biased=3 / 32,
+    backend=None,
+):
+    (
+        """VCSG (arXiv 2102.09893; ALGORITHMS.md section 2).  Stage j:
 
     1. the stage batch B: n for the first ``warmup_stages`` stages, then the
        smallest B whose sampling variance (n - B) / (B (n - 1)) sigma^2 is at
@@ -660,21 +925,27 @@ def vcsg(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
     For lam < 1/2 the estimator's variance does not vanish at the solution
     (v = (1 - 2 lam) g_i + ... there), so with the default lam_unbiased=0.4
     the iterates settle in a small neighbourhood of it; lam_unbiased=0.5
-    (half the SVRG direction) converges to it.""" + _COMMON
-    p = _problem(X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend)
+    (half the SVRG direction) converges to it."""
+        + _COMMON
+    )
+    p = _problem(
+        X, y, loss, fit_intercept, alpha, penalty, beta, l1_ratio, groups, backend
+    )
     run = _Run(p, "vcsg", step, max_epochs, tol, seed, None, callback, verbose, 1.0)
     warmup_stages = _checks.integer(warmup_stages, "warmup_stages", minimum=0)
     theta = _checks.scalar(theta, "theta", minimum=0.0, allow_inf=False)
     if eps is not None:
         eps = _checks.scalar(eps, "eps", minimum=0.0, allow_inf=False)
-    for name, value in (("min_batch_exponent", min_batch_exponent),
-                        ("inner_batch_exponent", inner_batch_exponent)):
+    for name, value in (
+        ("min_batch_exponent", min_batch_exponent),
+        ("inner_batch_exponent", inner_batch_exponent),
+    ):
         if not 0.0 <= _checks.scalar(value, name, allow_inf=False) <= 1.0:
             raise ValueError(f"{name} must be in [0, 1], got {value}")
-    for name, value in (("lam_unbiased", lam_unbiased), ("lam_biased", lam_biased)):
+    for value in (lam_unbiased, lam_biased):
         lambda_coefficients(value)
     n = p.n_samples
-    smallest = min(n, max(1, math.ceil(n ** min_batch_exponent)))
+    smallest = min(n, max(1, math.ceil(n**min_batch_exponent)))
     norms = p.row_sq_norms + (1.0 if p.fit_intercept else 0.0)
     sigma2 = target = None
     while run.monitor():
@@ -682,20 +953,28 @@ def vcsg(X, y, loss="logistic", fit_intercept=False, alpha=0.0, penalty=None,
             big, lam, step = n, 0.0, run.step
         else:
             tolerance = theta * target if eps is None else eps
-            wanted = n if tolerance <= 0 else n * sigma2 / (sigma2 + (n - 1) * tolerance)
+            wanted = (
+                n if tolerance <= 0 else n * sigma2 / (sigma2 + (n - 1) * tolerance)
+            )
             big = int(min(n, max(smallest, math.ceil(wanted))))
             if big <= smallest and smallest < n:
-                lam, step = lam_biased, run.step / n ** step_exponent_biased
+                lam, step = lam_biased, run.step / n**step_exponent_biased
             else:
-                lam, step = lam_unbiased, run.step / n ** step_exponent_unbiased
-        batch = (p.all_samples if big == n else np.sort(
-            run.rng.choice(n, size=big, replace=False)).astype(np.int64))
-        b = max(1, round(big ** inner_batch_exponent))
-        mu, mu_intercept, derivatives = _stage(run, batch, lam, step, b, max(1, big // b))
+                lam, step = lam_unbiased, run.step / n**step_exponent_unbiased
+        batch = (
+            p.all_samples
+            if big == n
+            else np.sort(run.rng.choice(n, size=big, replace=False)).astype(np.int64)
+        )
+        b = max(1, round(big**inner_batch_exponent))
+        mu, mu_intercept, derivatives = _stage(
+            run, batch, lam, step, b, max(1, big // b)
+        )
         mu_norm2 = float(np.sum(mu * mu) + np.sum(mu_intercept * mu_intercept))
         spread = float(norms[batch] @ np.sum(derivatives * derivatives, axis=1)) / big
         sigma2 = max(spread - mu_norm2, 0.0)
-        target = p.certificate(run.anchor, run.anchor_intercept, mu, mu_intercept,
-                               step) ** 2
+        target = (
+            p.certificate(run.anchor, run.anchor_intercept, mu, mu_intercept, step) ** 2
+        )
         run.epoch += 1
     return run.result()

@@ -21,8 +21,12 @@ from kernels._reference import solvers as reference
 
 METHODS = (_codes.METHOD_SNAPSHOT, _codes.METHOD_TABLE, _codes.METHOD_RECURSIVE)
 LOSSES = (_codes.LOSS_SQUARED, _codes.LOSS_LOGISTIC, _codes.LOSS_MULTINOMIAL)
-PENALTIES = (_codes.PENALTY_NONE, _codes.PENALTY_L1, _codes.PENALTY_GROUP_L1,
-             _codes.PENALTY_L0)
+PENALTIES = (
+    _codes.PENALTY_NONE,
+    _codes.PENALTY_L1,
+    _codes.PENALTY_GROUP_L1,
+    _codes.PENALTY_L0,
+)
 
 
 def _kernels(backend):
@@ -47,8 +51,20 @@ def _layout(X, sparse, dtype=np.float64, itype=np.int64):
     return X.reshape(-1), np.arange(X.shape[1], dtype=itype), np.zeros(0, itype)
 
 
-def _epoch_inputs(rng, method, loss, penalty, sparse, n=20, d=12, density=0.3,
-                  dtype=np.float64, itype=np.int64, batch_size=2, fit_intercept=True):
+def _epoch_inputs(
+    rng,
+    method,
+    loss,
+    penalty,
+    sparse,
+    n=20,
+    d=12,
+    density=0.3,
+    dtype=np.float64,
+    itype=np.int64,
+    batch_size=2,
+    fit_intercept=True,
+):
     k = 3 if loss == _codes.LOSS_MULTINOMIAL else 1
     X = rng.standard_normal((n, d)) * (rng.random((n, d)) < density)
     data, indices, indptr = _layout(X, sparse, dtype, itype)
@@ -56,21 +72,36 @@ def _epoch_inputs(rng, method, loss, penalty, sparse, n=20, d=12, density=0.3,
     coef[rng.random((d, k)) < 0.3] = 0.0
     lam = rng.random()
     return dict(
-        method=method, loss=loss, penalty=penalty, data=data, indices=indices,
-        indptr=indptr, y=_targets(rng, loss, n, k), coef=coef,
-        intercept=rng.standard_normal(k) * 0.1, fit_intercept=fit_intercept,
-        samples=rng.integers(0, n, 2 * n).astype(np.int64), batch_size=batch_size,
-        step=0.2, shrink_step=0.2 * max(1 - lam, lam), ridge=0.05, l1=0.03,
+        method=method,
+        loss=loss,
+        penalty=penalty,
+        data=data,
+        indices=indices,
+        indptr=indptr,
+        y=_targets(rng, loss, n, k),
+        coef=coef,
+        intercept=rng.standard_normal(k) * 0.1,
+        fit_intercept=fit_intercept,
+        samples=rng.integers(0, n, 2 * n).astype(np.int64),
+        batch_size=batch_size,
+        step=0.2,
+        shrink_step=0.2 * max(1 - lam, lam),
+        ridge=0.05,
+        l1=0.03,
         group_ptr=np.array([0, 3, 7, d], dtype=np.int64),
         group_weights=np.array([1.0, 2.0, 1.5]),
-        cg=1 - lam, cs=-lam, cm=lam,
+        cg=1 - lam,
+        cs=-lam,
+        cm=lam,
         anchor=coef + 0.05 * rng.standard_normal((d, k)),
         anchor_intercept=rng.standard_normal(k) * 0.1,
         direction=rng.standard_normal((d, k)) * 0.1,
         direction_intercept=rng.standard_normal(k) * 0.1,
         table=rng.standard_normal((n, k)) * 0.1,
-        previous=np.zeros((d, k)), previous_intercept=np.zeros(k),
-        work=np.zeros((d, k)), last=np.zeros(d, dtype=np.int64),
+        previous=np.zeros((d, k)),
+        previous_intercept=np.zeros(k),
+        work=np.zeros((d, k)),
+        last=np.zeros(d, dtype=np.int64),
     )
 
 
@@ -78,8 +109,10 @@ _STATE = ("coef", "intercept", "direction", "direction_intercept", "table")
 
 
 def _run_epoch(module, inputs):
-    args = {name: value.copy() if isinstance(value, np.ndarray) else value
-            for name, value in inputs.items()}
+    args = {
+        name: value.copy() if isinstance(value, np.ndarray) else value
+        for name, value in inputs.items()
+    }
     module.linear_epoch(**args)
     return [args[name] for name in _STATE]
 
@@ -106,11 +139,19 @@ def test_epoch_matches_reference(backend, method, loss, penalty, sparse, rng):
 @pytest.mark.parametrize("itype", [np.int32, np.int64])
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
 def test_epoch_float32_data_and_index_dtypes(backend, sparse, itype, rng):
-    inputs = _epoch_inputs(rng, _codes.METHOD_TABLE, _codes.LOSS_LOGISTIC,
-                           _codes.PENALTY_L1, sparse, dtype=np.float32, itype=itype)
+    inputs = _epoch_inputs(
+        rng,
+        _codes.METHOD_TABLE,
+        _codes.LOSS_LOGISTIC,
+        _codes.PENALTY_L1,
+        sparse,
+        dtype=np.float32,
+        itype=itype,
+    )
     assert inputs["data"].dtype == np.float32
-    _assert_state_close(_run_epoch(_kernels(backend), inputs),
-                        _run_epoch(reference, inputs), 1e-10)
+    _assert_state_close(
+        _run_epoch(_kernels(backend), inputs), _run_epoch(reference, inputs), 1e-10
+    )
 
 
 @pytest.mark.parametrize("trial", range(24))
@@ -121,8 +162,15 @@ def test_lazy_updates_over_long_intervals(backend, trial, rng):
     method = METHODS[trial % 3]
     loss = LOSSES[(trial // 3) % 3]
     inputs = _epoch_inputs(
-        rng, method, loss, (_codes.PENALTY_NONE, _codes.PENALTY_L1)[trial % 2],
-        sparse=True, n=30, d=150, density=0.03, batch_size=1 + trial % 3,
+        rng,
+        method,
+        loss,
+        (_codes.PENALTY_NONE, _codes.PENALTY_L1)[trial % 2],
+        sparse=True,
+        n=30,
+        d=150,
+        density=0.03,
+        batch_size=1 + trial % 3,
         fit_intercept=bool(trial % 4 < 2),
     )
     inputs["samples"] = rng.permutation(30).astype(np.int64)
@@ -131,16 +179,24 @@ def test_lazy_updates_over_long_intervals(backend, trial, rng):
     inputs["step"] = (0.05, 0.5)[trial % 2]
     inputs["shrink_step"] = inputs["step"] * (1.0, 0.6)[trial % 2]
     inputs["direction"] *= (0.1, 5.0)[trial % 2]
-    _assert_state_close(_run_epoch(_kernels(backend), inputs),
-                        _run_epoch(reference, inputs), 1e-9)
+    _assert_state_close(
+        _run_epoch(_kernels(backend), inputs), _run_epoch(reference, inputs), 1e-9
+    )
 
 
 def test_epoch_with_batch_longer_than_samples(backend, rng):
-    inputs = _epoch_inputs(rng, _codes.METHOD_SNAPSHOT, _codes.LOSS_SQUARED,
-                           _codes.PENALTY_L1, True, batch_size=7)
+    inputs = _epoch_inputs(
+        rng,
+        _codes.METHOD_SNAPSHOT,
+        _codes.LOSS_SQUARED,
+        _codes.PENALTY_L1,
+        True,
+        batch_size=7,
+    )
     inputs["samples"] = inputs["samples"][:5]
-    _assert_state_close(_run_epoch(_kernels(backend), inputs),
-                        _run_epoch(reference, inputs), 1e-10)
+    _assert_state_close(
+        _run_epoch(_kernels(backend), inputs), _run_epoch(reference, inputs), 1e-10
+    )
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
@@ -153,9 +209,18 @@ def test_linear_pass_matches_reference(backend, loss, sparse, rng):
         derivatives = np.empty((inputs["samples"].size, k))
         grad, grad_intercept = np.zeros_like(inputs["coef"]), np.zeros(k)
         total = module.linear_pass(
-            loss, inputs["data"], inputs["indices"], inputs["indptr"], inputs["y"],
-            inputs["coef"], inputs["intercept"], inputs["samples"], derivatives,
-            grad, grad_intercept)
+            loss,
+            inputs["data"],
+            inputs["indices"],
+            inputs["indptr"],
+            inputs["y"],
+            inputs["coef"],
+            inputs["intercept"],
+            inputs["samples"],
+            derivatives,
+            grad,
+            grad_intercept,
+        )
         results.append((total, derivatives, grad, grad_intercept))
     for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
@@ -173,10 +238,12 @@ def test_prox_step_matches_reference_and_prox_family(backend, penalty, rng):
     step, ridge, l1 = args[:3]
     if penalty == _codes.PENALTY_L1:
         np.testing.assert_allclose(
-            got, kernels.prox_elastic_net(coef, step * l1, step * ridge), rtol=1e-13)
+            got, kernels.prox_elastic_net(coef, step * l1, step * ridge), rtol=1e-13
+        )
     elif penalty == _codes.PENALTY_GROUP_L1:
-        shrunk = kernels.prox_group_l1(coef.ravel(), step * l1, [8, 16],
-                                       weights=[1.0, 2.0])
+        shrunk = kernels.prox_group_l1(
+            coef.ravel(), step * l1, [8, 16], weights=[1.0, 2.0]
+        )
         np.testing.assert_allclose(got.ravel(), shrunk / (1 + step * ridge), rtol=1e-13)
 
 
@@ -199,11 +266,37 @@ def _one_step_direction(backend, lam, batch, X, y, coef, anchor, mu):
     w = coef.copy()
     k = coef.shape[1]
     _kernels(backend).linear_epoch(
-        _codes.METHOD_SNAPSHOT, _codes.LOSS_LOGISTIC, _codes.PENALTY_NONE, data,
-        indices, indptr, y, w, np.zeros(k), False, np.asarray(batch, dtype=np.int64),
-        len(batch), 1.0, 1.0, 0.0, 0.0, np.zeros(0, np.int64), np.zeros(0), cg, cs, cm,
-        anchor, np.zeros(k), mu, np.zeros(k), np.zeros((0, k)), np.zeros((0, k)),
-        np.zeros(0), np.zeros_like(coef), np.zeros(coef.shape[0], np.int64))
+        _codes.METHOD_SNAPSHOT,
+        _codes.LOSS_LOGISTIC,
+        _codes.PENALTY_NONE,
+        data,
+        indices,
+        indptr,
+        y,
+        w,
+        np.zeros(k),
+        False,
+        np.asarray(batch, dtype=np.int64),
+        len(batch),
+        1.0,
+        1.0,
+        0.0,
+        0.0,
+        np.zeros(0, np.int64),
+        np.zeros(0),
+        cg,
+        cs,
+        cm,
+        anchor,
+        np.zeros(k),
+        mu,
+        np.zeros(k),
+        np.zeros((0, k)),
+        np.zeros((0, k)),
+        np.zeros(0),
+        np.zeros_like(coef),
+        np.zeros(coef.shape[0], np.int64),
+    )
     return coef - w
 
 
@@ -221,8 +314,13 @@ def test_lambda_estimator_expectation_over_every_minibatch(backend, lam, rng):
     anchor = rng.standard_normal((d, 1))
     mu = _full_gradient(X, y, anchor)
     batches = list(itertools.combinations(range(n), b))
-    mean = np.mean([_one_step_direction(backend, lam, batch, X, y, coef, anchor, mu)
-                    for batch in batches], axis=0)
+    mean = np.mean(
+        [
+            _one_step_direction(backend, lam, batch, X, y, coef, anchor, mu)
+            for batch in batches
+        ],
+        axis=0,
+    )
     expected = (1 - lam) * _full_gradient(X, y, coef)
     if lam > 0.5:
         expected += (2 * lam - 1) * mu
@@ -244,8 +342,15 @@ def _problem(rng, n=40, d=6, loss="logistic"):
 def test_lam_zero_is_sgd_step_for_step(backend, rng):
     X, y = _problem(rng)
     order = np.stack([rng.permutation(40) for _ in range(3)])
-    common = dict(step=0.1, max_epochs=3, tol=0.0, sample_order=order,
-                  penalty="l1", beta=0.01, backend=backend)
+    common = dict(
+        step=0.1,
+        max_epochs=3,
+        tol=0.0,
+        sample_order=order,
+        penalty="l1",
+        beta=0.01,
+        backend=backend,
+    )
     by_svrg = solvers.svrg(X, y, lam=0.0, **common)
     by_sgd = solvers.sgd(X, y, **common)
     np.testing.assert_allclose(by_svrg.coef, by_sgd.coef, rtol=1e-13, atol=1e-15)
@@ -257,8 +362,16 @@ def test_lam_half_is_half_the_svrg_direction(backend, rng):
     direction is scaled by (lambda_coefficients)."""
     X, y = _problem(rng)
     order = rng.permutation(40)
-    common = dict(max_epochs=4, tol=0.0, sample_order=order, batch_size=3,
-                  fit_intercept=True, penalty="l1", beta=0.02, backend=backend)
+    common = dict(
+        max_epochs=4,
+        tol=0.0,
+        sample_order=order,
+        batch_size=3,
+        fit_intercept=True,
+        penalty="l1",
+        beta=0.02,
+        backend=backend,
+    )
     half = solvers.svrg(X, y, lam=0.5, step=0.2, **common)
     textbook = solvers.svrg(X, y, lam=None, step=0.1, **common)
     np.testing.assert_allclose(half.coef, textbook.coef, rtol=1e-12)
@@ -308,7 +421,11 @@ def _optimum(loss, X, y, alpha, beta, fit_intercept):
     zw, zb, momentum, best = w.copy(), b.copy(), 1.0, np.inf
 
     def objective(w, b):
-        return _losses(loss, X, y, w, b)[0] + alpha / 2 * np.sum(w * w) + beta * np.abs(w).sum()
+        return (
+            _losses(loss, X, y, w, b)[0]
+            + alpha / 2 * np.sum(w * w)
+            + beta * np.abs(w).sum()
+        )
 
     for _ in range(20000):
         value, dm = _losses(loss, X, y, zw, zb)
@@ -329,18 +446,31 @@ def _optimum(loss, X, y, alpha, beta, fit_intercept):
 
 
 CONVERGENCE = [
-    ("svrg", {}), ("saga", {}), ("svrg", {"lam": 0.7}), ("saga", {"lam": 0.5}), ("sarah", {}), ("scsg", {}), ("vcsg", {"lam_unbiased": 0.5, "eps": 0.0}),  # exact mode: B = n
+    ("svrg", {}),
+    ("saga", {}),
+    ("svrg", {"lam": 0.7}),
+    ("saga", {"lam": 0.5}),
+    ("sarah", {}),
+    ("scsg", {}),
+    ("vcsg", {"lam_unbiased": 0.5, "eps": 0.0}),  # exact mode: B = n
     ("sgd", {"batch_size": 60}),  # full batch: proximal gradient descent
 ]
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
-@pytest.mark.parametrize("loss,penalty", [
-    ("logistic", "l1"), ("logistic", None), ("squared", "l1"), ("squared", None),
-    ("multinomial", "l1"),
-])
-@pytest.mark.parametrize("name,extra", CONVERGENCE,
-                         ids=[f"{c[0]}{c[1].get('lam', '')}" for c in CONVERGENCE])
+@pytest.mark.parametrize(
+    "loss,penalty",
+    [
+        ("logistic", "l1"),
+        ("logistic", None),
+        ("squared", "l1"),
+        ("squared", None),
+        ("multinomial", "l1"),
+    ],
+)
+@pytest.mark.parametrize(
+    "name,extra", CONVERGENCE, ids=[f"{c[0]}{c[1].get('lam', '')}" for c in CONVERGENCE]
+)
 def test_solver_reaches_the_optimum(name, extra, loss, penalty, sparse, rng):
     n, d = 60, 8
     X = rng.standard_normal((n, d)) * (rng.random((n, d)) < 0.6)
@@ -350,14 +480,27 @@ def test_solver_reaches_the_optimum(name, extra, loss, penalty, sparse, rng):
     fstar = _optimum(loss, X, y, alpha, beta, fit_intercept=True)
     data = kernels.CSRMatrix.from_dense(X) if sparse else X
     result = getattr(solvers, name)(
-        data, y, loss=loss, fit_intercept=True, alpha=alpha, penalty=penalty,
-        beta=beta, max_epochs=20000, tol=1e-7, seed=0, **extra)
+        data,
+        y,
+        loss=loss,
+        fit_intercept=True,
+        alpha=alpha,
+        penalty=penalty,
+        beta=beta,
+        max_epochs=20000,
+        tol=1e-7,
+        seed=0,
+        **extra,
+    )
     assert result.converged, (result.n_epochs, result.gradient_mapping_norm)
     assert result.gradient_mapping_norm <= 1e-7
     assert abs(result.objective - fstar) <= 1e-6 * abs(fstar)
     ifos, seconds, objective, norm = result.history[-1]
     assert (ifos, objective, norm) == (
-        result.n_ifo, result.objective, result.gradient_mapping_norm)
+        result.n_ifo,
+        result.objective,
+        result.gradient_mapping_norm,
+    )
 
 
 @pytest.mark.parametrize("name", ["svrg", "saga", "sarah", "sgd"])
@@ -365,9 +508,17 @@ def test_lazy_csr_iterates_equal_dense_iterates(name, backend, rng):
     X = rng.standard_normal((50, 30)) * (rng.random((50, 30)) < 0.1)
     y = np.where(rng.random(50) < 0.5, 0, 1)
     order = np.stack([rng.permutation(50) for _ in range(3)])
-    common = dict(alpha=0.01, penalty="elastic_net", beta=0.05, step=0.3,
-                  max_epochs=3, tol=0.0, sample_order=order, fit_intercept=True,
-                  backend=backend)
+    common = dict(
+        alpha=0.01,
+        penalty="elastic_net",
+        beta=0.05,
+        step=0.3,
+        max_epochs=3,
+        tol=0.0,
+        sample_order=order,
+        fit_intercept=True,
+        backend=backend,
+    )
     dense = getattr(solvers, name)(X, y, **common)
     lazy = getattr(solvers, name)(kernels.CSRMatrix.from_dense(X), y, **common)
     np.testing.assert_allclose(lazy.coef, dense.coef, rtol=1e-10, atol=1e-13)
@@ -375,14 +526,25 @@ def test_lazy_csr_iterates_equal_dense_iterates(name, backend, rng):
     assert np.count_nonzero(lazy.coef) < 30  # the l1 part made zeros
 
 
-@pytest.mark.parametrize("penalty,extra", [("group_l1", {"groups": [2, 3, 1]}),
-                                            ("l0", {})])
-def test_nonseparable_penalties_run_on_csr_and_match_dense(penalty, extra, backend, rng):
+@pytest.mark.parametrize(
+    "penalty,extra", [("group_l1", {"groups": [2, 3, 1]}), ("l0", {})]
+)
+def test_nonseparable_penalties_run_on_csr_and_match_dense(
+    penalty, extra, backend, rng
+):
     X = rng.standard_normal((30, 6)) * (rng.random((30, 6)) < 0.5)
     y = X @ rng.standard_normal(6)
-    common = dict(loss="squared", penalty=penalty, beta=0.05, step=0.1,
-                  max_epochs=4, tol=0.0, sample_order=rng.permutation(30),
-                  backend=backend, **extra)
+    common = dict(
+        loss="squared",
+        penalty=penalty,
+        beta=0.05,
+        step=0.1,
+        max_epochs=4,
+        tol=0.0,
+        sample_order=rng.permutation(30),
+        backend=backend,
+        **extra,
+    )
     dense = solvers.saga(X, y, **common)
     lazy = solvers.saga(kernels.CSRMatrix.from_dense(X), y, **common)
     np.testing.assert_allclose(lazy.coef, dense.coef, rtol=1e-12, atol=1e-14)
@@ -391,8 +553,17 @@ def test_nonseparable_penalties_run_on_csr_and_match_dense(penalty, extra, backe
 def test_group_l1_zeroes_whole_groups(rng):
     X = rng.standard_normal((80, 6))
     y = X[:, :2] @ np.array([1.0, -2.0])
-    result = solvers.svrg(X, y, loss="squared", penalty="group_l1", beta=0.3,
-                          groups=2, max_epochs=200, tol=1e-8, seed=1)
+    result = solvers.svrg(
+        X,
+        y,
+        loss="squared",
+        penalty="group_l1",
+        beta=0.3,
+        groups=2,
+        max_epochs=200,
+        tol=1e-8,
+        seed=1,
+    )
     assert np.all(result.coef[2:] == 0.0)
     assert np.all(result.coef[:2] != 0.0)
 
@@ -417,13 +588,15 @@ def test_result_shapes_and_classes(rng):
 
 def test_float32_data_is_not_copied(rng):
     X = rng.standard_normal((30, 5)).astype(np.float32)
-    problem = solvers._Problem(X, X[:, 0] > 0, "logistic", False, 0.0, None, 0.0,
-                               0.5, None, None)
+    problem = solvers._Problem(
+        X, X[:, 0] > 0, "logistic", False, 0.0, None, 0.0, 0.5, None, None
+    )
     assert np.shares_memory(problem.data, X)
     assert problem.data.dtype == np.float32
     A = kernels.CSRMatrix.from_dense(X)
-    problem = solvers._Problem(A, X[:, 0] > 0, "logistic", False, 0.0, None, 0.0,
-                               0.5, None, None)
+    problem = solvers._Problem(
+        A, X[:, 0] > 0, "logistic", False, 0.0, None, 0.0, 0.5, None, None
+    )
     assert problem.data is A.data
 
 
@@ -456,23 +629,26 @@ def test_verbose_and_callback(rng, capsys):
     assert out.count("svrg: epoch") == 2 and "||G||" in out
 
 
-@pytest.mark.parametrize("kwargs,error,pattern", [
-    ({"loss": "hinge"}, ValueError, "loss must be"),
-    ({"penalty": "l2"}, ValueError, "penalty must be"),
-    ({"alpha": -1.0}, ValueError, "alpha"),
-    ({"beta": float("nan")}, ValueError, "beta"),
-    ({"step": 0.0}, ValueError, "step must be positive"),
-    ({"step": "fast"}, ValueError, "step must be 'auto'"),
-    ({"lam": 2.0}, ValueError, "lam must be in"),
-    ({"batch_size": 0}, ValueError, "batch_size"),
-    ({"max_epochs": -1}, ValueError, "max_epochs"),
-    ({"penalty": "group_l1"}, ValueError, "needs groups"),
-    ({"penalty": "group_l1", "groups": [2, 2]}, ValueError, "sum to the number"),
-    ({"groups": 2}, ValueError, "only used with"),
-    ({"sample_order": [0, 99]}, ValueError, "sample_order"),
-    ({"sample_order": [0.5]}, TypeError, "sample_order"),
-    ({"l1_ratio": 2.0, "penalty": "elastic_net"}, ValueError, "l1_ratio"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,pattern",
+    [
+        ({"loss": "hinge"}, ValueError, "loss must be"),
+        ({"penalty": "l2"}, ValueError, "penalty must be"),
+        ({"alpha": -1.0}, ValueError, "alpha"),
+        ({"beta": float("nan")}, ValueError, "beta"),
+        ({"step": 0.0}, ValueError, "step must be positive"),
+        ({"step": "fast"}, ValueError, "step must be 'auto'"),
+        ({"lam": 2.0}, ValueError, "lam must be in"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"max_epochs": -1}, ValueError, "max_epochs"),
+        ({"penalty": "group_l1"}, ValueError, "needs groups"),
+        ({"penalty": "group_l1", "groups": [2, 2]}, ValueError, "sum to the number"),
+        ({"groups": 2}, ValueError, "only used with"),
+        ({"sample_order": [0, 99]}, ValueError, "sample_order"),
+        ({"sample_order": [0.5]}, TypeError, "sample_order"),
+        ({"l1_ratio": 2.0, "penalty": "elastic_net"}, ValueError, "l1_ratio"),
+    ],
+)
 def test_bad_arguments(kwargs, error, pattern, rng):
     X, y = _problem(rng)
     with pytest.raises(error, match=pattern):

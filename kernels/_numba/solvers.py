@@ -87,8 +87,19 @@ def _loss_and_derivative(loss, margins, target, derivative):
 
 
 @kernel
-def linear_pass(loss, data, indices, indptr, y, coef, intercept, samples,
-                derivatives, grad, grad_intercept):
+def linear_pass(
+    loss,
+    data,
+    indices,
+    indptr,
+    y,
+    coef,
+    intercept,
+    samples,
+    derivatives,
+    grad,
+    grad_intercept,
+):
     n_features, n_outputs = coef.shape
     margins = np.empty(n_outputs)
     total = 0.0
@@ -123,7 +134,10 @@ def _affine_power(w, s, steps, shrink, log_shrink):
     shrink, exact to rounding even for a tiny shrink."""
     if shrink == 0.0:
         return w - steps * s
-    return math.exp(-steps * log_shrink) * w - s * (-math.expm1(-steps * log_shrink)) / shrink
+    return (
+        math.exp(-steps * log_shrink) * w
+        - s * (-math.expm1(-steps * log_shrink)) / shrink
+    )
 
 
 @kernel
@@ -187,8 +201,20 @@ def _advance(w, shift, threshold, shrink, log_shrink, steps):
 
 
 @kernel
-def _catch_up(method, k, time, coef, direction, cm, previous, last, step,
-              threshold, shrink, log_shrink):
+def _catch_up(
+    method,
+    k,
+    time,
+    coef,
+    direction,
+    cm,
+    previous,
+    last,
+    step,
+    threshold,
+    shrink,
+    log_shrink,
+):
     """Bring row k of coef (and of previous, for SARAH) to step ``time``."""
     steps = time - last[k]
     if steps <= 0:
@@ -197,11 +223,15 @@ def _catch_up(method, k, time, coef, direction, cm, previous, last, step,
     for kk in range(coef.shape[1]):
         shift = step * scale * direction[k, kk]
         if method == METHOD_RECURSIVE:
-            before = _advance(coef[k, kk], shift, threshold, shrink, log_shrink, steps - 1)
+            before = _advance(
+                coef[k, kk], shift, threshold, shrink, log_shrink, steps - 1
+            )
             previous[k, kk] = before
             coef[k, kk] = _advance(before, shift, threshold, shrink, log_shrink, 1)
         else:
-            coef[k, kk] = _advance(coef[k, kk], shift, threshold, shrink, log_shrink, steps)
+            coef[k, kk] = _advance(
+                coef[k, kk], shift, threshold, shrink, log_shrink, steps
+            )
     last[k] = time
 
 
@@ -235,9 +265,28 @@ def prox_step(penalty, coef, step, ridge, l1, group_ptr, group_weights):
 
 
 @kernel
-def _batch_weights(method, loss, data, indices, indptr, y, coef, intercept,
-                   batch, cg, cs, anchor, anchor_intercept, table, previous,
-                   previous_intercept, margins, scratch, current, weights):
+def _batch_weights(
+    method,
+    loss,
+    data,
+    indices,
+    indptr,
+    y,
+    coef,
+    intercept,
+    batch,
+    cg,
+    cs,
+    anchor,
+    anchor_intercept,
+    table,
+    previous,
+    previous_intercept,
+    margins,
+    scratch,
+    current,
+    weights,
+):
     """Per sample of the batch: ``current`` = derivative at coef, and
     ``weights`` = the sample's share of the sparse part of v."""
     n_features = coef.shape[0]
@@ -253,12 +302,21 @@ def _batch_weights(method, loss, data, indices, indptr, y, coef, intercept,
         elif method == METHOD_SNAPSHOT and cs == 0.0:
             scratch[:] = 0.0  # plain SGD: no snapshot term to compute
         elif method == METHOD_SNAPSHOT:
-            _margins(data, indices, first, column, length, anchor,
-                     anchor_intercept, margins)
+            _margins(
+                data, indices, first, column, length, anchor, anchor_intercept, margins
+            )
             _loss_and_derivative(loss, margins, y[i], scratch)
         else:
-            _margins(data, indices, first, column, length, previous,
-                     previous_intercept, margins)
+            _margins(
+                data,
+                indices,
+                first,
+                column,
+                length,
+                previous,
+                previous_intercept,
+                margins,
+            )
             _loss_and_derivative(loss, margins, y[i], scratch)
         for kk in range(coef.shape[1]):
             if method == METHOD_RECURSIVE:
@@ -268,12 +326,38 @@ def _batch_weights(method, loss, data, indices, indptr, y, coef, intercept,
 
 
 @kernel
-def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
-                 intercept, fit_intercept, samples, batch_size, step,
-                 shrink_step, ridge, l1, group_ptr, group_weights, cg, cs, cm,
-                 anchor,
-                 anchor_intercept, direction, direction_intercept, table,
-                 previous, previous_intercept, work, last):
+def linear_epoch(
+    method,
+    loss,
+    penalty,
+    data,
+    indices,
+    indptr,
+    y,
+    coef,
+    intercept,
+    fit_intercept,
+    samples,
+    batch_size,
+    step,
+    shrink_step,
+    ridge,
+    l1,
+    group_ptr,
+    group_weights,
+    cg,
+    cs,
+    cm,
+    anchor,
+    anchor_intercept,
+    direction,
+    direction_intercept,
+    table,
+    previous,
+    previous_intercept,
+    work,
+    last,
+):
     n_features, n_outputs = coef.shape
     lazy = indptr.shape[0] > 0 and (penalty == PENALTY_NONE or penalty == PENALTY_L1)
     threshold = shrink_step * l1 if penalty == PENALTY_L1 else 0.0
@@ -307,12 +391,42 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
             for j in range(size):
                 first, column, length = _row_bounds(indptr, n_features, batch[j])
                 for jj in range(length):
-                    _catch_up(method, indices[column + jj], time, coef,
-                              direction, cm, previous, last, step, threshold,
-                              shrink, log_shrink)
-        _batch_weights(method, loss, data, indices, indptr, y, coef, intercept,
-                       batch, cg, cs, anchor, anchor_intercept, table, previous,
-                       previous_intercept, margins, scratch, current, weights)
+                    _catch_up(
+                        method,
+                        indices[column + jj],
+                        time,
+                        coef,
+                        direction,
+                        cm,
+                        previous,
+                        last,
+                        step,
+                        threshold,
+                        shrink,
+                        log_shrink,
+                    )
+        _batch_weights(
+            method,
+            loss,
+            data,
+            indices,
+            indptr,
+            y,
+            coef,
+            intercept,
+            batch,
+            cg,
+            cs,
+            anchor,
+            anchor_intercept,
+            table,
+            previous,
+            previous_intercept,
+            margins,
+            scratch,
+            current,
+            weights,
+        )
         for kk in range(n_outputs):
             partial_intercept[kk] = 0.0
         for j in range(size):
@@ -337,7 +451,9 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
                             previous[k, kk] = coef[k, kk]
                             z = coef[k, kk] - step * direction[k, kk]
                         else:
-                            z = coef[k, kk] - step * (work[k, kk] + cm * direction[k, kk])
+                            z = coef[k, kk] - step * (
+                                work[k, kk] + cm * direction[k, kk]
+                            )
                         coef[k, kk] = _soft(z, threshold) / (1.0 + shrink)
                         work[k, kk] = 0.0
                     last[k] = time + 1
@@ -360,8 +476,9 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
                 if fit_intercept:
                     intercept[kk] -= step * direction_intercept[kk]
             elif fit_intercept:
-                intercept[kk] -= step * (partial_intercept[kk]
-                                         + cm * direction_intercept[kk])
+                intercept[kk] -= step * (
+                    partial_intercept[kk] + cm * direction_intercept[kk]
+                )
         if method == METHOD_TABLE:
             n_total = table.shape[0]
             for j in range(size):
@@ -379,5 +496,17 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
         time += 1
     if lazy:
         for k in range(n_features):
-            _catch_up(method, k, time, coef, direction, cm, previous, last,
-                      step, threshold, shrink, log_shrink)
+            _catch_up(
+                method,
+                k,
+                time,
+                coef,
+                direction,
+                cm,
+                previous,
+                last,
+                step,
+                threshold,
+                shrink,
+                log_shrink,
+            )

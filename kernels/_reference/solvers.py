@@ -76,8 +76,19 @@ def _loss_and_derivative(loss, margins, target):
     return np.log(total) - shifted[k], derivative
 
 
-def linear_pass(loss, data, indices, indptr, y, coef, intercept, samples,
-                derivatives, grad, grad_intercept):
+def linear_pass(
+    loss,
+    data,
+    indices,
+    indptr,
+    y,
+    coef,
+    intercept,
+    samples,
+    derivatives,
+    grad,
+    grad_intercept,
+):
     """One pass over ``samples`` at the point (coef, intercept).
 
     For the j-th sample i: ``derivatives[j] = dloss/dm (m_i)``, then
@@ -116,12 +127,38 @@ def prox_step(penalty, coef, step, ridge, l1, group_ptr, group_weights):
     coef *= scale
 
 
-def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
-                 intercept, fit_intercept, samples, batch_size, step,
-                 shrink_step, ridge, l1, group_ptr, group_weights, cg, cs, cm,
-                 anchor,
-                 anchor_intercept, direction, direction_intercept, table,
-                 previous, previous_intercept, work, last):
+def linear_epoch(
+    method,
+    loss,
+    penalty,
+    data,
+    indices,
+    indptr,
+    y,
+    coef,
+    intercept,
+    fit_intercept,
+    samples,
+    batch_size,
+    step,
+    shrink_step,
+    ridge,
+    l1,
+    group_ptr,
+    group_weights,
+    cg,
+    cs,
+    cm,
+    anchor,
+    anchor_intercept,
+    direction,
+    direction_intercept,
+    table,
+    previous,
+    previous_intercept,
+    work,
+    last,
+):
     """One epoch of proximal variance-reduced steps over ``samples``.
 
     ``samples`` is cut into consecutive mini-batches of ``batch_size`` (the
@@ -152,7 +189,8 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
     lam <= 1/2 and (1 - lam, lam - 1, lam) above.  The gradient part of a
     step uses ``step``, the prox ``shrink_step``: the lambda-estimator
     tends to c * grad f at a solution (c = 1 - lam, or lam above 1/2), so
-    a prox with step c * step keeps the problem's solutions fixed points.  ``direction`` and
+    a prox with step c * step keeps the problem's solutions fixed points.
+    ``direction`` and
     ``direction_intercept`` are updated in place for METHOD_TABLE and
     METHOD_RECURSIVE.  ``work`` (n_features, K) and ``last``
     (n_features,) are workspace for the lazy updates of the compiled
@@ -169,9 +207,20 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
     if method == METHOD_RECURSIVE:
         previous[...] = coef
         previous_intercept[...] = intercept
-        _apply(penalty, coef, intercept, fit_intercept, direction,
-               direction_intercept, step, shrink_step, ridge, l1, group_ptr,
-               group_weights)
+        _apply(
+            penalty,
+            coef,
+            intercept,
+            fit_intercept,
+            direction,
+            direction_intercept,
+            step,
+            shrink_step,
+            ridge,
+            l1,
+            group_ptr,
+            group_weights,
+        )
     for start in bounds:
         batch = samples[start : start + batch_size]
         partial = np.zeros_like(coef)
@@ -180,11 +229,12 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
         for i in batch:
             values, columns = _row(data, indices, indptr, n_features, i)
             current = _loss_and_derivative(
-                loss, values @ coef[columns] + intercept, y[i])[1]
+                loss, values @ coef[columns] + intercept, y[i]
+            )[1]
             if method == METHOD_RECURSIVE:
                 before = _loss_and_derivative(
-                    loss, values @ previous[columns] + previous_intercept,
-                    y[i])[1]
+                    loss, values @ previous[columns] + previous_intercept, y[i]
+                )[1]
                 weight = (current - before) / batch.shape[0]
             else:
                 if method == METHOD_TABLE:
@@ -193,8 +243,8 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
                     reference = np.zeros_like(current)
                 else:
                     reference = _loss_and_derivative(
-                        loss, values @ anchor[columns] + anchor_intercept,
-                        y[i])[1]
+                        loss, values @ anchor[columns] + anchor_intercept, y[i]
+                    )[1]
                 weight = (cg * current + cs * reference) / batch.shape[0]
                 new_derivatives.append((values, columns, i, current))
             partial[columns] += np.outer(values, weight)
@@ -204,15 +254,37 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
             direction_intercept += partial_intercept
             previous[...] = coef
             previous_intercept[...] = intercept
-            _apply(penalty, coef, intercept, fit_intercept, direction,
-                   direction_intercept, step, shrink_step, ridge, l1, group_ptr,
-                   group_weights)
+            _apply(
+                penalty,
+                coef,
+                intercept,
+                fit_intercept,
+                direction,
+                direction_intercept,
+                step,
+                shrink_step,
+                ridge,
+                l1,
+                group_ptr,
+                group_weights,
+            )
             continue
         partial += cm * direction
         partial_intercept += cm * direction_intercept
-        _apply(penalty, coef, intercept, fit_intercept, partial,
-               partial_intercept, step, shrink_step, ridge, l1, group_ptr,
-               group_weights)
+        _apply(
+            penalty,
+            coef,
+            intercept,
+            fit_intercept,
+            partial,
+            partial_intercept,
+            step,
+            shrink_step,
+            ridge,
+            l1,
+            group_ptr,
+            group_weights,
+        )
         if method == METHOD_TABLE:
             for values, columns, i, current in new_derivatives:
                 change = (current - table[i]) / n_samples_total
@@ -221,8 +293,20 @@ def linear_epoch(method, loss, penalty, data, indices, indptr, y, coef,
                 direction_intercept += change
 
 
-def _apply(penalty, coef, intercept, fit_intercept, v, v_intercept, step,
-           shrink_step, ridge, l1, group_ptr, group_weights):
+def _apply(
+    penalty,
+    coef,
+    intercept,
+    fit_intercept,
+    v,
+    v_intercept,
+    step,
+    shrink_step,
+    ridge,
+    l1,
+    group_ptr,
+    group_weights,
+):
     coef -= step * v
     prox_step(penalty, coef, shrink_step, ridge, l1, group_ptr, group_weights)
     if fit_intercept:
