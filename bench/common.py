@@ -250,7 +250,9 @@ def _bernoulli_positions(rng, count, p):
 def _compressed(major, n_major, minor):
     """(indices, indptr) as int32 from sorted major / minor coordinates."""
     indptr = np.zeros(n_major + 1, dtype=np.int32)
-    np.cumsum(np.bincount(major, minlength=n_major), out=indptr[1:])
+    # bincount takes np.intp, which is int32 on 32-bit ARM
+    counts = np.bincount(major.astype(np.intp), minlength=n_major)
+    np.cumsum(counts, out=indptr[1:])
     return minor.astype(np.int32), indptr
 
 

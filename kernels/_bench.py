@@ -609,7 +609,7 @@ def _random_csr(shape, density, seed=0):
         positions = np.concatenate([positions, positions[-1] + np.cumsum(gaps)])
     rows, cols = np.divmod(positions[: np.searchsorted(positions, m * n)], n)
     indptr = np.zeros(m + 1, dtype=np.int32)
-    np.cumsum(np.bincount(rows, minlength=m), out=indptr[1:])
+    np.cumsum(np.bincount(rows.astype(np.intp), minlength=m), out=indptr[1:])
     data = rng.standard_normal(cols.size, dtype=np.float32)
     return kernels.CSRMatrix(data, cols.astype(np.int32), indptr, shape)
 

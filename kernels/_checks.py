@@ -9,6 +9,13 @@ dtype rules (DESIGN.md): float32 and float64 are kept as they are; integer,
 boolean and other real floating dtypes are converted (float16 to float32,
 everything else to float64); complex, object and string data are a
 TypeError.
+
+Index arrays: int32 and int64 are both accepted and kept.  NumPy's
+``bincount``, ``repeat`` (its counts) and ``ufunc.reduceat`` take only
+integers that convert to ``np.intp`` under 'safe' casting, and ``np.intp``
+is int32 on 32-bit platforms (armv7), so an int64 index array is cast to
+``np.intp`` right before such a call (a no-op on 64-bit platforms; the
+values always fit, as they index an array in memory).
 """
 
 import math
@@ -260,6 +267,14 @@ def compressed_structure(indices, indptr, n_major, n_minor, nnz, *, full=True):
                 f"indices must lie in [0, {n_minor}), got {bad} at position "
                 f"{int(np.flatnonzero(indices == bad)[0])}"
             )
+
+
+def row_ids(indptr):
+    """The row of every stored entry of a compressed structure (length
+    nnz), as ``np.intp``: row i repeated indptr[i+1] - indptr[i] times.
+    O(nnz + m)."""
+    counts = np.diff(indptr).astype(np.intp, copy=False)
+    return np.repeat(np.arange(indptr.size - 1, dtype=np.intp), counts)
 
 
 def check_output(out, shape, dtype, name="out"):

@@ -87,11 +87,6 @@ def _n_threads(threads, work):
     return _checks.integer(threads, "threads", minimum=1)
 
 
-def _row_ids(indptr):
-    """The row of every stored entry (length nnz)."""
-    return np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
-
-
 def _scipy_sparse():
     """scipy.sparse, imported only when a scipy object is involved."""
     import scipy.sparse
@@ -143,7 +138,7 @@ def _dense_input(W, dtype, name="W"):
 def _scatter_dense(rows, cols, values, shape, dtype):
     """The dense matrix with ``values`` summed at (rows, cols)."""
     m, n = shape
-    flat = rows.astype(np.int64) * n + cols
+    flat = (rows.astype(np.int64) * n + cols).astype(np.intp, copy=False)
     dense = np.bincount(flat, weights=values, minlength=m * n)
     return dense.astype(dtype, copy=False).reshape(shape)
 
@@ -309,7 +304,7 @@ class CSRMatrix(_SparseOperator):
 
     def to_dense(self):
         """The dense (m, n) array, repeated entries summed."""
-        rows = _row_ids(self._indptr)
+        rows = _checks.row_ids(self._indptr)
         return _scatter_dense(
             rows, self._indices, self._data, self._shape, self._data.dtype
         )
@@ -411,14 +406,19 @@ class BSRMatrix(_SparseOperator):
         r, c = blocksize = _blocksize(blocksize)
         _check_divisible(A.shape, blocksize)
         n_block_cols = max(A.shape[1] // c, 1)
-        rows = _row_ids(A.indptr)
+        rows = _checks.row_ids(A.indptr).astype(np.int64)
         cols = A.indices.astype(np.int64)
         keys = (rows // r) * n_block_cols + cols // c
         blocks, position = np.unique(keys, return_inverse=True)
         offsets = (position * r + rows % r) * c + cols % c
-        data = np.bincount(offsets, weights=A.data, minlength=blocks.size * r * c)
+        data = np.bincount(
+            offsets.astype(np.intp, copy=False),
+            weights=A.data,
+            minlength=blocks.size * r * c,
+        )
         itype = np.int32 if max(blocks.size, A.shape[1]) <= _INT32_MAX else np.int64
-        counts = np.bincount(blocks // n_block_cols, minlength=A.shape[0] // r)
+        block_rows = (blocks // n_block_cols).astype(np.intp, copy=False)
+        counts = np.bincount(block_rows, minlength=A.shape[0] // r)
         return cls(
             data.astype(A.dtype).reshape(-1, r, c),
             (blocks % n_block_cols).astype(itype),
@@ -449,7 +449,7 @@ class BSRMatrix(_SparseOperator):
     def to_dense(self):
         """The dense (m, n) array, repeated blocks summed."""
         r, c = self.blocksize
-        block_rows = _row_ids(self._indptr)[:, None, None]
+        block_rows = _checks.row_ids(self._indptr)[:, None, None]
         block_cols = self._indices.astype(np.int64)[:, None, None]
         rows = block_rows * r + np.arange(r)[None, :, None]
         cols = block_cols * c + np.arange(c)[None, None, :]
@@ -571,7 +571,8 @@ class QuantizedCSR(_SparseOperator):
         largest = np.zeros(A.shape[0])
         nonempty = np.flatnonzero(np.diff(indptr))
         if nonempty.size:
-            largest[nonempty] = np.maximum.reduceat(magnitude, indptr[nonempty])
+            starts = indptr[nonempty].astype(np.intp, copy=False)
+            largest[nonempty] = np.maximum.reduceat(magnitude, starts)
         with np.errstate(over="ignore"):
             scales = (largest / qmax).astype(np.float32)
         if not np.isfinite(scales).all():
@@ -579,7 +580,7 @@ class QuantizedCSR(_SparseOperator):
                 "A's values are too large for float32 scales (|a| must stay "
                 f"below {qmax} * float32 max)"
             )
-        row_scales = scales.astype(np.float64)[_row_ids(indptr)]
+        row_scales = scales.astype(np.float64)[_checks.row_ids(indptr)]
         q = np.zeros(data.size)
         np.divide(data, row_scales, out=q, where=row_scales > 0)
         np.clip(np.rint(q, out=q), -qmax, qmax, out=q)
@@ -590,7 +591,7 @@ class QuantizedCSR(_SparseOperator):
     def dequantize(self):
         """The float32 ``CSRMatrix`` scale_i * q_ij (same structure)."""
         data = self._values.astype(np.float32)
-        data *= self._scales[_row_ids(self._indptr)]
+        data *= self._scales[_checks.row_ids(self._indptr)]
         return CSRMatrix(data, self._indices, self._indptr, self._shape, check=False)
 
     def to_dense(self):
@@ -625,13 +626,14 @@ class QuantizedCSR(_SparseOperator):
 def _summed(A):
     """A's (data, indices, indptr) with repeated entries summed, columns
     sorted within rows; A's own arrays when they already are."""
-    rows = _row_ids(A.indptr)
-    keys = rows * A.shape[1] + A.indices.astype(np.int64)
+    rows = _checks.row_ids(A.indptr)
+    keys = rows.astype(np.int64) * A.shape[1] + A.indices
     if keys.size < 2 or (keys[1:] > keys[:-1]).all():
         return A.data, A.indices, A.indptr
     unique, position = np.unique(keys, return_inverse=True)
     data = np.bincount(position, weights=A.data, minlength=unique.size)
-    counts = np.bincount(unique // A.shape[1], minlength=A.shape[0])
+    unique_rows = (unique // A.shape[1]).astype(np.intp, copy=False)
+    counts = np.bincount(unique_rows, minlength=A.shape[0])
     return (
         data.astype(A.dtype),
         unique % A.shape[1],

@@ -25,7 +25,6 @@ from _support import (
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from scipy import optimize
 
 import kernels
 
@@ -885,6 +884,7 @@ def _group_problem(case, l1):
     """x (float32 values, exact in both dtypes), the prox objective and the
     best value a derivative-free search finds from several starts; computed
     once, shared by the backends and dtypes."""
+    optimize = pytest.importorskip("scipy.optimize")
     shape, groups, weights = GROUP_CASES[case]
     t = 0.9
     rng = np.random.default_rng(zlib.crc32(f"{case} {l1}".encode()))
@@ -981,6 +981,7 @@ def test_project_l1_ball_is_closer_than_points_of_the_ball(backend, dtype, rng):
 def test_project_l1_ball_matches_slsqp(backend, dtype, rng, n):
     """Against SLSQP on the smooth split form z = a - b, a, b >= 0,
     sum(a + b) <= radius."""
+    optimize = pytest.importorskip("scipy.optimize")
     radius = 1.5
     x = _sample((n,), dtype, rng) * 2
     x[0] = 4.0

@@ -83,6 +83,7 @@ def group_shrink(x, l1, group_ptr, thresholds, out):
     written once.
     """
     y = np.copysign(np.maximum(np.abs(x) - l1, 0), x)
+    group_ptr = group_ptr.astype(np.intp, copy=False)  # for reduceat and repeat
     sizes = np.diff(group_ptr)
     nonempty = sizes > 0
     squares = np.square(y, dtype=np.float64)

@@ -34,14 +34,11 @@ loaded non-zero k times.
 
 import numpy as np
 
+from kernels._checks import row_ids
+
 # The activation codes of the layer kernels: ACTIVATIONS[code] is its name.
 ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid")
 _RELU, _TANH, _SIGMOID = 1, 2, 3
-
-
-def _row_ids(indptr):
-    """The row of every stored entry (length nnz)."""
-    return np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
 
 
 def _finish(product, alpha, beta, y):
@@ -58,13 +55,13 @@ def _csr_product(data, indices, indptr, x, n_rows):
     contributions = data.astype(np.float64).reshape((-1,) + (1,) * (x.ndim - 1))
     contributions = contributions * x[indices.astype(np.intp)]
     product = np.zeros((n_rows,) + x.shape[1:])
-    np.add.at(product, _row_ids(indptr), contributions)
+    np.add.at(product, row_ids(indptr), contributions)
     return product
 
 
 def _csr_transpose_product(data, indices, indptr, x, n_cols):
     """A.T @ x accumulated in float64."""
-    contributions = data.astype(np.float64) * x[_row_ids(indptr)]
+    contributions = data.astype(np.float64) * x[row_ids(indptr)]
     product = np.zeros(n_cols)
     np.add.at(product, indices.astype(np.intp), contributions)
     return product
@@ -99,7 +96,7 @@ def csr_matmat(data, indices, indptr, X, alpha, beta, Y, n_threads):
 def _bsr_as_csr(data, indices, indptr):
     """The entries of a BSR matrix as CSR arrays (explicit zeros kept)."""
     n_blocks, r, c = data.shape
-    block_rows = _row_ids(indptr)
+    block_rows = row_ids(indptr)
     rows = (block_rows[:, None, None] * r + np.arange(r)[None, :, None]).repeat(c, 2)
     cols = indices.astype(np.intp)[:, None, None] * c + np.arange(c)[None, None, :]
     cols = cols.repeat(r, 1)
