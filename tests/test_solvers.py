@@ -9,8 +9,10 @@ direction, unbiasedness up to 1 - lam by enumerating every mini-batch), lazy
 CSR iterates equal to dense ones, divergence and bad-input errors.
 """
 
+import functools
 import importlib
 import itertools
+import zlib
 
 import numpy as np
 import pytest
@@ -457,6 +459,19 @@ CONVERGENCE = [
 ]
 
 
+@functools.cache
+def _convergence_problem(loss, penalty):
+    """One problem per (loss, penalty), shared by every solver's test (its
+    F* is the expensive part): X, y, alpha, beta, F*."""
+    rng = np.random.default_rng(zlib.crc32(f"{loss}-{penalty}".encode()))
+    n, d = 60, 8
+    X = rng.standard_normal((n, d)) * (rng.random((n, d)) < 0.6)
+    X[:, 0] = 1.0  # no empty rows
+    y = _problem(rng, n, d, loss)[1]
+    alpha, beta = 0.05, (0.02 if penalty else 0.0)
+    return X, y, alpha, beta, _optimum(loss, X, y, alpha, beta, fit_intercept=True)
+
+
 @pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
 @pytest.mark.parametrize(
     "loss,penalty",
@@ -471,13 +486,8 @@ CONVERGENCE = [
 @pytest.mark.parametrize(
     "name,extra", CONVERGENCE, ids=[f"{c[0]}{c[1].get('lam', '')}" for c in CONVERGENCE]
 )
-def test_solver_reaches_the_optimum(name, extra, loss, penalty, sparse, rng):
-    n, d = 60, 8
-    X = rng.standard_normal((n, d)) * (rng.random((n, d)) < 0.6)
-    X[:, 0] = 1.0  # no empty rows
-    X, y = X, _problem(rng, n, d, loss)[1]
-    alpha, beta = 0.05, (0.02 if penalty else 0.0)
-    fstar = _optimum(loss, X, y, alpha, beta, fit_intercept=True)
+def test_solver_reaches_the_optimum(name, extra, loss, penalty, sparse):
+    X, y, alpha, beta, fstar = _convergence_problem(loss, penalty)
     data = kernels.CSRMatrix.from_dense(X) if sparse else X
     result = getattr(solvers, name)(
         data,
