@@ -237,10 +237,10 @@ class ToTolerance:
             )
             target = best * (1 + TOLERANCE)
             epochs = {}
-            for peer, coef_after in (
-                ("sklearn-saga", lambda p, k: _sklearn(p, k).coef_),
-                ("copt-saga", lambda p, k: _copt(p, k).x),
-            ):
+            peers = [("sklearn-saga", lambda p, k: _sklearn(p, k).coef_)]
+            if problem[4] != "multinomial":  # copt has no multinomial loss
+                peers.append(("copt-saga", lambda p, k: _copt(p, k).x))
+            for peer, coef_after in peers:
                 try:
                     epochs[peer] = _epochs_to(
                         functools.partial(_objective_after, coef_after, problem),

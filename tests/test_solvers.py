@@ -472,17 +472,30 @@ def _convergence_problem(loss, penalty):
     return X, y, alpha, beta, _optimum(loss, X, y, alpha, beta, fit_intercept=True)
 
 
-@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "csr"])
-@pytest.mark.parametrize(
-    "loss,penalty",
-    [
+# Under emulation (scripts/cross-build test --quick deselects "slow") each
+# solver keeps one case: l1 logistic on CSR data, the lazy-update path.
+_CONVERGENCE_CASES = [
+    pytest.param(
+        loss,
+        penalty,
+        sparse,
+        id=f"{loss}-{penalty}-{'csr' if sparse else 'dense'}",
+        marks=()
+        if (loss, penalty, sparse) == ("logistic", "l1", True)
+        else [pytest.mark.slow],
+    )
+    for loss, penalty in [
         ("logistic", "l1"),
         ("logistic", None),
         ("squared", "l1"),
         ("squared", None),
         ("multinomial", "l1"),
-    ],
-)
+    ]
+    for sparse in (False, True)
+]
+
+
+@pytest.mark.parametrize("loss,penalty,sparse", _CONVERGENCE_CASES)
 @pytest.mark.parametrize(
     "name,extra", CONVERGENCE, ids=[f"{c[0]}{c[1].get('lam', '')}" for c in CONVERGENCE]
 )
