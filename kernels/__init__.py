@@ -5,7 +5,10 @@ inference (``kernels.sparse``), the fused proximal gradient step of
 variance-reduced training (``kernels.update``) and the variance-reduced
 solvers for linear models (``kernels.solvers``, with scikit-learn-style
 estimators in ``kernels.linear_model``), each over three interchangeable
-backends: "cython", "numba" and the "numpy" reference.
+backends: "cython", "numba" and the "numpy" reference.  The compression
+pipeline built from them: ``kernels.train`` (sparse MLP training) and
+``kernels.compress`` (train, prune, quantise, deploy, measure; ``python -m
+kernels demo``).
 """
 
 from kernels._backend import (

@@ -1,19 +1,59 @@
-"""The command line: ``python -m kernels info`` and ``python -m kernels bench``
-(also installed as the ``embedded-kernels`` command)."""
+"""The command line (also installed as the ``embedded-kernels`` command):
+``demo``, ``compress`` and ``predict`` (the compression pipeline,
+``kernels.compress``), ``info`` and ``bench``."""
 
 import argparse
 import os
 import sys
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr (exit status 2), not the usage."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _parser():
     script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
     prog = "python -m kernels" if script in ("", "__main__.py", "-c") else script
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog,
         description="Fast CPU kernels for embedded machine learning.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    from kernels import _compress_cli as cli
+
+    demo = commands.add_parser(
+        "demo",
+        help="the main job: train, compress and measure a sparse MLP on digits",
+        description="Train the dense 64-300-100-10 baseline on the embedded "
+        "digits (75/25 stratified split, fixed seed), train it sparse with the "
+        "cumulative l1 penalty, prune dead neurons, quantise, and print "
+        "accuracy, size, compression ratio and inference time.",
+    )
+    cli.add_training_options(demo, data=False)
+    compress = commands.add_parser(
+        "compress",
+        help="the demo's pipeline on your data, writing the model file",
+        description="Train, compress and measure a sparse MLP on digits or on "
+        "an .npz file with X_train, y_train, X_test, y_test; --out writes the "
+        "deployable model file.",
+    )
+    cli.add_training_options(compress)
+    predict = commands.add_parser(
+        "predict",
+        help="accuracy and latency of a model file on a data file",
+        description="Load a model file (NumPy and the compiled kernels only) "
+        "and print its accuracy and latency on the X_test, y_test (or X, y) "
+        "of an .npz file, or on the digits test split.",
+    )
+    predict.add_argument("model", metavar="MODEL.npz")
+    predict.add_argument("--data", default="digits", metavar="digits|FILE.npz")
+    predict.add_argument(
+        "--backend", default=None, help="cython, numba or numpy (default: best)"
+    )
+    cli.add_output_options(predict)
     commands.add_parser(
         "info",
         help="version, backends (and why one is missing), machine",
@@ -52,6 +92,8 @@ def main(argv=None):
     except SystemExit as exc:  # usage errors and --help
         return exc.code
     try:
+        if args.command in ("demo", "compress", "predict"):
+            return _compression_command(args)
         if args.command == "info":
             from kernels import _info
 
@@ -66,6 +108,20 @@ def main(argv=None):
     except BrokenPipeError:
         # The reader went away (``| head``): silence the flush at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _compression_command(args):
+    """Run demo, compress or predict; bad input is one line on stderr and
+    exit status 1."""
+    from kernels import _compress_cli as cli
+
+    try:
+        if args.command == "predict":
+            return cli.run_predict(args)
+        return cli.run_compress(args)
+    except (ValueError, TypeError, OSError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
 
 

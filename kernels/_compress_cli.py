@@ -1,0 +1,408 @@
+"""The compression commands of the command line: ``demo``, ``compress`` and
+``predict`` (``kernels.__main__`` parses, this module runs them)."""
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from kernels import compress as pipeline
+from kernels.train import OPTIMIZERS, PENALTIES
+
+# The strengths of the --plot sweep, as multiples of --beta.
+SWEEP = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+# The optimizers of the --plot loss curves: (label, optimizer, lam).
+CURVES = (
+    ("sgd", "sgd", None),
+    ("momentum", "momentum", None),
+    ("adam", "adam", None),
+    ("svrg", "svrg", None),
+    ("lambda 0.7", "svrg", 0.7),
+    ("saga", "saga", None),
+    ("vcsg", "vcsg", None),
+)
+
+
+def add_training_options(parser, data=True):
+    """The options of ``compress`` (``demo`` takes the same but --data)."""
+    if data:
+        parser.add_argument(
+            "--data",
+            default="digits",
+            metavar="digits|FILE.npz",
+            help="the embedded digits, or an .npz with X_train, y_train, X_test, "
+            "y_test (default: digits)",
+        )
+    parser.add_argument(
+        "--hidden",
+        default="300,100",
+        metavar="W1,W2,...",
+        help="hidden layer widths (default: 300,100, LeNet-300-100)",
+    )
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
+    parser.add_argument(
+        "--lam",
+        type=float,
+        default=None,
+        help="the lambda-estimator's lam in [0, 1] for svrg and saga "
+        "(default: textbook method)",
+    )
+    parser.add_argument(
+        "--penalty",
+        choices=[p for p in PENALTIES if p],
+        default="cumulative_l1",
+    )
+    parser.add_argument(
+        "--beta", type=float, default=8e-3, help="l1 strength (default: 8e-3)"
+    )
+    parser.add_argument(
+        "--group-beta",
+        type=float,
+        default=0.0,
+        help="neuron group l1 strength (default: 0)",
+    )
+    parser.add_argument(
+        "--step", type=float, default=None, help="initial step (default: 0.05)"
+    )
+    parser.add_argument(
+        "--step-decay",
+        type=float,
+        default=0.1,
+        help="final step / initial step (default: 0.1)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=float,
+        default=100,
+        help="sparse training budget in passes over the data (default: 100)",
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--fine-tune-epochs",
+        type=float,
+        default=100,
+        help="Adam on the surviving weights (default: 100; 0: none)",
+    )
+    parser.add_argument(
+        "--fine-tune-step",
+        type=float,
+        default=3e-3,
+        help="Adam's step in the fine-tuning (default: 3e-3)",
+    )
+    parser.add_argument(
+        "--dense-epochs",
+        type=float,
+        default=30,
+        help="the dense baseline's training (default: 30)",
+    )
+    parser.add_argument("--bits", type=int, choices=pipeline.BITS, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    add_output_options(parser)
+    parser.add_argument(
+        "--out", metavar="MODEL.npz", help="write the deployable model file"
+    )
+    parser.add_argument(
+        "--plot",
+        metavar="DIR",
+        help="write PNGs: accuracy against compression over a sweep of beta, "
+        "training loss against IFOs per optimizer (needs matplotlib)",
+    )
+
+
+def add_output_options(parser):
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object, not a table"
+    )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars on stderr"
+    )
+
+
+class Progress:
+    """A one-line progress bar per training phase on stderr, drawn only
+    when stderr is a terminal."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled and sys.stderr.isatty()
+        self.phase = None
+        self.started = time.perf_counter()
+
+    def __call__(self, phase, done, total, loss):
+        if not self.enabled:
+            return
+        if phase != self.phase:
+            if self.phase is not None:
+                sys.stderr.write("\n")
+            self.phase = phase
+            self.started = time.perf_counter()
+        fraction = min(1.0, done / total) if total else 1.0
+        filled = int(30 * fraction)
+        sys.stderr.write(
+            f"\r{phase:<10} [{'#' * filled}{'.' * (30 - filled)}] "
+            f"{100 * fraction:3.0f}%  loss {loss:.4f}  "
+            f"{time.perf_counter() - self.started:5.1f} s"
+        )
+        sys.stderr.flush()
+
+    def close(self):
+        if self.enabled and self.phase is not None:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+        self.phase = None
+
+
+def _hidden(text):
+    try:
+        widths = [int(w) for w in text.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--hidden must be comma-separated widths such as 300,100, got {text!r}"
+        ) from None
+    if not widths or min(widths) < 1:
+        raise ValueError(f"--hidden widths must be positive, got {text!r}")
+    return widths
+
+
+def _dataset(spec):
+    if spec == "digits":
+        return pipeline.load_digits()
+    if not os.path.exists(spec):
+        raise ValueError(f"--data: no such file: {spec}")
+    return pipeline.load_dataset(spec)
+
+
+def _options(args):
+    if args.lam is not None and args.optimizer not in ("svrg", "saga"):
+        raise ValueError(f"--lam applies to svrg and saga, not {args.optimizer}")
+    if args.lam is not None and not 0.0 <= args.lam <= 1.0:
+        raise ValueError(f"--lam must be in [0, 1], got {args.lam}")
+    for name in ("beta", "group_beta", "epochs", "fine_tune_epochs", "step_decay"):
+        value = getattr(args, name)
+        if not np.isfinite(value) or value < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if args.dense_epochs <= 0:
+        raise ValueError(f"--dense-epochs must be > 0, got {args.dense_epochs}")
+    for name in ("step", "fine_tune_step"):
+        value = getattr(args, name)
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    return {
+        "hidden": _hidden(args.hidden),
+        "optimizer": args.optimizer,
+        "lam": args.lam,
+        "penalty": args.penalty,
+        "beta": args.beta,
+        "group_beta": args.group_beta,
+        "step": args.step,
+        "step_decay": args.step_decay,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "fine_tune_epochs": args.fine_tune_epochs,
+        "fine_tune_step": args.fine_tune_step,
+        "dense_epochs": args.dense_epochs,
+        "bits": args.bits,
+        "seed": args.seed,
+    }
+
+
+def _require_matplotlib():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ValueError(
+            "--plot needs matplotlib: pip install 'embedded-kernels[plot]'"
+        ) from None
+    return plt
+
+
+def run_compress(args):
+    """``demo`` and ``compress``: train, compress, print, save."""
+    options = _options(args)
+    plt = _require_matplotlib() if args.plot else None
+    if args.out:
+        directory = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(directory):
+            raise ValueError(f"--out: no such directory: {directory}")
+    data = _dataset(getattr(args, "data", "digits"))
+    progress = Progress(not args.quiet)
+    try:
+        with pipeline.single_threaded_blas():
+            dense = pipeline.train_dense(
+                data,
+                options["hidden"],
+                options["dense_epochs"],
+                options["seed"],
+                lambda *a: progress("dense", *a),
+            )
+            result = pipeline.compress(data, progress=progress, dense=dense, **options)
+            figures = (
+                _plots(plt, data, dense, options, result, args.plot, progress)
+                if plt
+                else []
+            )
+    finally:
+        progress.close()
+    if args.out:
+        result.model.save(args.out)
+    if args.json:
+        output = result.as_dict()
+        if args.out:
+            output["model_file"] = args.out
+        if figures:
+            output["figures"] = figures
+        print(json.dumps(output))
+    else:
+        print(pipeline.format_result(result))
+        if args.out:
+            print(f"model written to {args.out}")
+        for path in figures:
+            print(f"figure written to {path}")
+    return 0
+
+
+def _plots(plt, data, dense, options, result, directory, progress):
+    """The sweep of beta and the loss curves, as PNGs in ``directory``."""
+    os.makedirs(directory, exist_ok=True)
+    points = [(result.compression_ratio, result.accuracy, options["beta"])]
+    for factor in SWEEP:
+        if factor == 1.0:
+            continue
+        swept = dict(options, beta=options["beta"] * factor)
+        r = pipeline.compress(data, dense=dense, latency_budget=0.005, **swept)
+        points.append((r.compression_ratio, r.accuracy, swept["beta"]))
+        progress("sweep", len(points), len(SWEEP), r.history[-1]["loss"])
+    points.sort()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o-")
+    for ratio, accuracy, beta in points:
+        ax.annotate(f"{beta:.2g}", (ratio, 100 * accuracy), fontsize=7)
+    ax.axhline(100 * result.dense_accuracy, color="gray", ls="--", label="dense")
+    ax.set_xscale("log")
+    ax.set_xlabel("compression ratio (dense float32 bytes / deployed bytes)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{data.name}: {options['optimizer']}, {options['penalty']}")
+    ax.legend()
+    sweep_path = os.path.join(directory, "accuracy_vs_compression.png")
+    fig.tight_layout()
+    fig.savefig(sweep_path, dpi=120)
+    plt.close(fig)
+
+    from kernels.train import train_mlp
+
+    mean, scale = pipeline._standardiser(data.X_train)
+    X = ((data.X_train - mean) / scale).astype(np.float32)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (label, optimizer, lam) in enumerate(CURVES):
+        trained = train_mlp(
+            X,
+            data.y_train,
+            options["hidden"],
+            optimizer=optimizer,
+            lam=lam,
+            penalty=options["penalty"],
+            beta=options["beta"],
+            group_beta=options["group_beta"],
+            epochs=options["epochs"],
+            batch_size=options["batch_size"],
+            seed=options["seed"],
+        )
+        history = trained.history
+        ax.plot([h["ifos"] for h in history], [h["loss"] for h in history], label=label)
+        progress("curves", i + 1, len(CURVES), history[-1]["loss"])
+    ax.set_yscale("log")
+    ax.set_xlabel("IFOs (single-sample gradients)")
+    ax.set_ylabel("training loss (cross-entropy)")
+    ax.set_title(f"{data.name}: penalty {options['penalty']}, beta {options['beta']:g}")
+    ax.legend()
+    curves_path = os.path.join(directory, "loss_vs_ifos.png")
+    fig.tight_layout()
+    fig.savefig(curves_path, dpi=120)
+    plt.close(fig)
+    return [sweep_path, curves_path]
+
+
+def run_predict(args):
+    """``predict``: load the model (NumPy and the compiled kernels only),
+    print accuracy and latency on the data file's test set."""
+    from kernels.nn import SparseMLP
+
+    if not os.path.exists(args.model):
+        raise ValueError(f"no such model file: {args.model}")
+    model = SparseMLP.load(args.model, backend=args.backend)
+    if args.data == "digits":
+        data = pipeline.load_digits()
+        X, labels = data.X_test, data.classes[data.y_test]
+    else:
+        X, labels = _test_set(args.data)
+    if X.shape[1] != model.in_features:
+        raise ValueError(
+            f"the model takes {model.in_features} features but the data has "
+            f"{X.shape[1]}"
+        )
+    start = time.perf_counter()
+    predicted = model.predict(X)
+    seconds = time.perf_counter() - start
+    if model.classes is None:
+        raise ValueError("the model file has no class labels")
+    if predicted.dtype.kind != labels.dtype.kind and not (
+        predicted.dtype.kind in "iu" and labels.dtype.kind in "iu"
+    ):
+        raise ValueError(
+            f"the model's labels ({predicted.dtype}) and the data's "
+            f"({labels.dtype}) are of different kinds"
+        )
+    accuracy = float(np.mean(predicted == labels))
+    batch1 = pipeline._seconds_per_call(model.forward, np.ascontiguousarray(X[0]))
+    result = {
+        "model": args.model,
+        "samples": len(X),
+        "accuracy": accuracy,
+        "nnz": model.nnz,
+        "bytes": model.nbytes,
+        "seconds": seconds,
+        "batch1_seconds": batch1,
+        "backend": model.backend or "default",
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(model.summary())
+        print(
+            f"\naccuracy {100 * accuracy:.2f}% on {len(X):,} samples; whole set "
+            f"{1e3 * seconds:.2f} ms; one sample {1e6 * batch1:.1f} us"
+        )
+    return 0
+
+
+def _test_set(path):
+    """(X, y) of an .npz data file: X_test and y_test, or X and y."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            files = set(archive.files)
+            for x_key, y_key in (("X_test", "y_test"), ("X", "y")):
+                if {x_key, y_key} <= files:
+                    X, y = archive[x_key], archive[y_key]
+                    break
+            else:
+                raise ValueError("needs X_test and y_test (or X and y)")
+    except FileNotFoundError:
+        raise ValueError(f"--data: no such file: {path}") from None
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except Exception as exc:
+        raise ValueError(f"{path}: not a valid .npz file ({exc})") from None
+    if X.ndim != 2 or X.dtype.kind not in "iuf" or y.shape != (len(X),):
+        raise ValueError(
+            f"{path}: X must be a 2-D real array and y one label per row, got "
+            f"shapes {X.shape} and {y.shape}"
+        )
+    if not np.isfinite(X).all():
+        raise ValueError(f"{path}: X holds NaN or inf")
+    return X.astype(np.float32), y

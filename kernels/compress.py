@@ -1,0 +1,654 @@
+"""The compression pipeline (ALGORITHMS.md section 3): train sparse, prune,
+quantise, deploy, measure.
+
+``compress(data)`` runs the whole job on a ``Dataset``:
+
+1. standardise the features (mean and standard deviation of the training
+   set), later folded into the first layer so the deployed model takes raw
+   inputs;
+2. train the dense baseline (Adam, no penalty) for the comparison;
+3. train with a sparsity penalty (``kernels.train.train_mlp``: the
+   cumulative l1 penalty and SGD by default, the source's method, with
+   the decaying step);
+4. remove dead neurons (``remove_dead_neurons``), then fine-tune the
+   surviving weights with the sparsity pattern fixed (Adam);
+5. quantise the survivors (``bits`` = 8, 6 or 4, one scale per row) and
+   keep the smallest format whose training accuracy stays within
+   ``max_accuracy_drop`` of the float network (``deploy``);
+6. measure on the held-out data: accuracy, non-zeros, bytes per layer,
+   the compression ratio (dense float32 bytes over the deployed model's
+   bytes), the model file's size, and batch-1 and batch-64 inference time
+   of the compressed model against the dense one in NumPy.
+"""
+
+import contextlib
+import io
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kernels.nn import SparseLinear, SparseMLP
+from kernels.sparse import CSRMatrix, QuantizedCSR
+from kernels.train import MLP, OPTIMIZERS, PENALTIES, train_mlp
+
+__all__ = [
+    "Dataset",
+    "CompressionResult",
+    "compress",
+    "deploy",
+    "load_dataset",
+    "load_digits",
+    "remove_dead_neurons",
+    "OPTIMIZERS",
+    "PENALTIES",
+]
+
+BITS = (8, 6, 4)
+DATA_KEYS = ("X_train", "y_train", "X_test", "y_test")
+
+
+# Data ------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """Training and held-out data: X float32 (n, d), y class indices into
+    ``classes`` (the labels, sorted)."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    classes: np.ndarray
+    name: str = "data"
+
+    @property
+    def n_features(self):
+        return self.X_train.shape[1]
+
+    @property
+    def n_classes(self):
+        return len(self.classes)
+
+
+def _stratified_split(y, test_size, seed):
+    """Indices (train, test): each class split test_size / (1 - test_size)
+    at random, so both sides keep the class proportions."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == label))
+        k = int(round(test_size * len(members)))
+        test.append(members[:k])
+        train.append(members[k:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(test))
+
+
+def load_digits(seed=0, test_size=0.25):
+    """The 8x8 digits shipped with the package (``kernels/data``), pixel
+    values 0..16 as float32, split 75/25 stratified with ``seed``."""
+    path = os.path.join(os.path.dirname(__file__), "data", "digits.npz")
+    with np.load(path, allow_pickle=False) as archive:
+        X, y = archive["X"].astype(np.float32), archive["y"].astype(np.intp)
+    train, test = _stratified_split(y, test_size, seed)
+    return Dataset(X[train], y[train], X[test], y[test], np.arange(10), name="digits")
+
+
+def load_dataset(path):
+    """A ``Dataset`` from an .npz file holding ``X_train``, ``y_train``,
+    ``X_test``, ``y_test`` (no pickle): X real 2-D arrays with the same
+    number of columns and finite values, y 1-D labels (integers or
+    strings) of matching lengths, every test label seen in training.
+    Anything else is a ValueError naming the file and the problem."""
+    name = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            missing = [key for key in DATA_KEYS if key not in archive.files]
+            if missing:
+                raise ValueError(f"missing {', '.join(missing)}")
+            arrays = {key: archive[key] for key in DATA_KEYS}
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{name}: not a data file: {exc}") from None
+    except Exception as exc:  # a corrupt archive raises many types
+        raise ValueError(f"{name}: not a valid .npz file ({exc})") from None
+    for side in ("train", "test"):
+        X, y = arrays[f"X_{side}"], arrays[f"y_{side}"]
+        if X.ndim != 2 or not (
+            np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)
+        ):
+            raise ValueError(
+                f"{name}: X_{side} must be a 2-D real array, got "
+                f"dtype {X.dtype} and shape {X.shape}"
+            )
+        if y.ndim != 1 or len(y) != len(X):
+            raise ValueError(
+                f"{name}: y_{side} must be 1-D with one label per row of X_{side} "
+                f"({len(X)}), got shape {y.shape}"
+            )
+        if len(X) == 0:
+            raise ValueError(f"{name}: X_{side} has no rows")
+        if not np.isfinite(X).all():
+            raise ValueError(f"{name}: X_{side} holds NaN or inf")
+    if arrays["X_train"].shape[1] != arrays["X_test"].shape[1]:
+        raise ValueError(
+            f"{name}: X_train has {arrays['X_train'].shape[1]} columns but X_test "
+            f"{arrays['X_test'].shape[1]}"
+        )
+    try:
+        classes, y_train = np.unique(arrays["y_train"], return_inverse=True)
+    except TypeError:
+        raise ValueError(
+            f"{name}: y_train holds labels that cannot be sorted"
+        ) from None
+    if len(classes) < 2:
+        raise ValueError(f"{name}: y_train must hold at least two classes")
+    y_test = np.searchsorted(classes, arrays["y_test"])
+    unseen = (y_test >= len(classes)) | (
+        classes[np.minimum(y_test, len(classes) - 1)] != arrays["y_test"]
+    )
+    if unseen.any():
+        raise ValueError(
+            f"{name}: y_test holds labels not in y_train, such as "
+            f"{arrays['y_test'][unseen][0]!r}"
+        )
+    return Dataset(
+        arrays["X_train"].astype(np.float32),
+        y_train.reshape(-1).astype(np.intp),
+        arrays["X_test"].astype(np.float32),
+        y_test.astype(np.intp),
+        classes,
+        name=os.path.basename(name),
+    )
+
+
+# Pruning and deployment -------------------------------------------------------
+
+
+def _standardiser(X):
+    """(mean, scale) of the inputs' standardisation: each feature centred
+    and divided by its standard deviation, floored at a tenth of the pooled
+    one.  The floor matters because the scaling is folded into the first
+    layer (``_fold_standardiser``): a rarely-varying feature (a border
+    pixel) would otherwise get a weight many times the others in its row,
+    and one large weight leaves the rest of the row a few quantisation
+    levels."""
+    mean = X.mean(axis=0, dtype=np.float64)
+    scale = X.std(axis=0, dtype=np.float64)
+    pooled = float(np.sqrt(np.mean(scale**2)))
+    floor = 0.1 * pooled if pooled > 0 else 1.0
+    return mean, np.maximum(scale, floor)
+
+
+def _fold_standardiser(network, mean, scale):
+    """The network on raw inputs: W (x - m) / s + b = (W / s) x + (b - (W / s) m).
+    Zeros stay zeros."""
+    W = network.weights[0].astype(np.float64) / scale
+    b = network.biases[0] - W @ mean
+    return MLP([W, *network.weights[1:]], [b, *network.biases[1:]])
+
+
+def remove_dead_neurons(network):
+    """The same function with fewer hidden units: a unit with no outgoing
+    weight is dropped; a unit with no incoming weight outputs the constant
+    relu(b_j), which is folded into the next layer's bias before the unit
+    is dropped.  Repeated until no unit is dead (removing one can kill
+    another).  Returns (network, removed), removed the number of units
+    dropped per hidden layer.  The outputs are those of the input network
+    up to float32 rounding of the folded biases."""
+    weights = [W.copy() for W in network.weights]
+    biases = [b.astype(np.float64) for b in network.biases]
+    removed = [0] * (len(weights) - 1)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(weights) - 1):
+            incoming = np.any(weights[i] != 0, axis=1)
+            outgoing = np.any(weights[i + 1] != 0, axis=0)
+            constant = ~incoming & outgoing
+            if constant.any():
+                value = np.maximum(biases[i][constant], 0.0)
+                biases[i + 1] += weights[i + 1][:, constant].astype(np.float64) @ value
+            keep = incoming & outgoing
+            if not keep.all():
+                weights[i] = weights[i][keep]
+                biases[i] = biases[i][keep]
+                weights[i + 1] = weights[i + 1][:, keep]
+                removed[i] += int((~keep).sum())
+                changed = True
+    return MLP(weights, biases), removed
+
+
+def _sparse_model(network, fmt, bits, classes):
+    layers = []
+    last = len(network.weights) - 1
+    for i, (W, b) in enumerate(zip(network.weights, network.biases, strict=True)):
+        weight = CSRMatrix.from_dense(W)
+        if fmt == "int8":
+            weight = QuantizedCSR.from_csr(weight, bits=bits)
+        layers.append(SparseLinear(weight, b, "identity" if i == last else "relu"))
+    return SparseMLP(layers, classes=classes)
+
+
+def deploy(
+    network, classes, bits=8, X_check=None, y_check=None, max_accuracy_drop=0.005
+):
+    """The smallest ``SparseMLP`` for the (pruned) ``network``: int8 values
+    quantised on ``bits`` bits, unless that costs more than
+    ``max_accuracy_drop`` of accuracy on (X_check, y_check) against the
+    float network (then float32 CSR).  Returns (model, fmt)."""
+    if bits not in BITS:
+        raise ValueError(f"bits must be one of {BITS}, got {bits!r}")
+    quantised = _sparse_model(network, "int8", bits, classes)
+    if X_check is None:
+        return quantised, "int8"
+    reference = network.accuracy(X_check, y_check)
+    accuracy = np.mean(quantised.predict(X_check) == classes[y_check])
+    if accuracy >= reference - max_accuracy_drop:
+        return quantised, "int8"
+    return _sparse_model(network, "csr", bits, classes), "csr"
+
+
+# Measuring ---------------------------------------------------------------------
+
+
+def _dense_forward(weights, biases, x):
+    """The dense model in NumPy, as a user would write it."""
+    last = len(weights) - 1
+    for i, (W, b) in enumerate(zip(weights, biases, strict=True)):
+        x = W @ x + b if x.ndim == 1 else x @ W.T + b
+        if i < last:
+            x = np.maximum(x, 0.0)
+    return x
+
+
+def _seconds_per_call(func, arg, budget=0.1):
+    """Median of 7 timings of a loop of calls sized to take ``budget``
+    seconds in all."""
+    func(arg)
+    start = time.perf_counter()
+    func(arg)
+    once = max(time.perf_counter() - start, 1e-7)
+    calls = max(1, int(budget / 7 / once))
+    times = []
+    for _ in range(7):
+        start = time.perf_counter()
+        for _ in range(calls):
+            func(arg)
+        times.append((time.perf_counter() - start) / calls)
+    return float(np.median(times))
+
+
+def _latency(model, dense, X, budget):
+    weights, biases = dense
+    rows = {}
+    for batch in (1, 64):
+        x = X[0] if batch == 1 else X[np.arange(batch) % len(X)]
+        x = np.ascontiguousarray(x, np.float32)
+        ours = _seconds_per_call(model.forward, x, budget)
+        theirs = _seconds_per_call(
+            lambda v: _dense_forward(weights, biases, v), x, budget
+        )
+        rows[batch] = {"compressed": ours, "dense": theirs, "speedup": theirs / ours}
+    return rows
+
+
+# The pipeline ----------------------------------------------------------------
+
+
+@dataclass
+class CompressionResult:
+    """What ``compress`` measured; ``as_dict()`` is what ``--json`` prints."""
+
+    model: SparseMLP
+    dense_accuracy: float
+    sparse_accuracy: float
+    tuned_accuracy: float
+    accuracy: float
+    nnz: int
+    bytes: int
+    dense_bytes: int
+    dense_nnz: int
+    file_bytes: int
+    fmt: str
+    bits: int
+    hidden: list
+    removed: list
+    layers: list
+    latency: dict
+    seconds: float
+    train_seconds: float
+    ifos: int
+    settings: dict
+    history: list = field(default_factory=list)
+
+    @property
+    def compression_ratio(self):
+        return self.dense_bytes / self.bytes
+
+    def as_dict(self):
+        return {
+            "data": self.settings.get("data"),
+            "dense_accuracy": self.dense_accuracy,
+            "sparse_accuracy": self.sparse_accuracy,
+            "tuned_accuracy": self.tuned_accuracy,
+            "accuracy": self.accuracy,
+            "compression_ratio": self.compression_ratio,
+            "nnz": self.nnz,
+            "dense_nnz": self.dense_nnz,
+            "bytes": self.bytes,
+            "dense_bytes": self.dense_bytes,
+            "file_bytes": self.file_bytes,
+            "format": self.fmt,
+            "bits": self.bits,
+            "hidden": self.hidden,
+            "removed_neurons": self.removed,
+            "layers": self.layers,
+            "latency": {f"batch{k}": v for k, v in self.latency.items()},
+            "ifos": self.ifos,
+            "train_seconds": self.train_seconds,
+            "seconds": self.seconds,
+            "settings": self.settings,
+        }
+
+
+@contextlib.contextmanager
+def single_threaded_blas():
+    """BLAS on one thread (through threadpoolctl, when it is installed):
+    this pipeline's matrix products are small, and on a loaded machine
+    OpenBLAS threads waiting for a busy core make them many times slower
+    (measured: a 64-row dense forward pass 60 ms instead of 0.14 ms)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def compress(
+    data,
+    hidden=(300, 100),
+    *,
+    optimizer="sgd",
+    lam=None,
+    penalty="cumulative_l1",
+    beta=8e-3,
+    group_beta=0.0,
+    step=None,
+    step_decay=0.1,
+    epochs=100,
+    batch_size=32,
+    fine_tune_epochs=100,
+    fine_tune_step=3e-3,
+    dense_epochs=30,
+    bits=8,
+    max_accuracy_drop=0.005,
+    seed=0,
+    progress=None,
+    latency_budget=0.1,
+    dense=None,
+):
+    """Run the pipeline of this module's docstring on ``data`` (a
+    ``Dataset``) and return a ``CompressionResult``.
+
+    Training options as ``kernels.train.train_mlp`` (``epochs`` is the IFO
+    budget of the sparse training in passes over the data); the dense
+    baseline trains ``dense_epochs`` with Adam, the fine-tuning
+    ``fine_tune_epochs`` with Adam (step ``fine_tune_step``) on the
+    surviving weights of the network without its dead neurons (0: none).
+    ``progress(phase, ifos, budget, loss)`` is called after every epoch of
+    each phase ("dense", "sparse", "fine-tune").  ``dense``: an already
+    trained dense ``MLP`` on standardised inputs to reuse (a sweep trains
+    it once), with its test accuracy, as a pair.  BLAS runs on one thread
+    throughout (``single_threaded_blas``).
+    """
+    with single_threaded_blas():
+        return _compress(
+            data,
+            hidden,
+            optimizer,
+            lam,
+            penalty,
+            beta,
+            group_beta,
+            step,
+            step_decay,
+            epochs,
+            batch_size,
+            fine_tune_epochs,
+            fine_tune_step,
+            dense_epochs,
+            bits,
+            max_accuracy_drop,
+            seed,
+            progress,
+            latency_budget,
+            dense,
+        )
+
+
+def _compress(
+    data,
+    hidden,
+    optimizer,
+    lam,
+    penalty,
+    beta,
+    group_beta,
+    step,
+    step_decay,
+    epochs,
+    batch_size,
+    fine_tune_epochs,
+    fine_tune_step,
+    dense_epochs,
+    bits,
+    max_accuracy_drop,
+    seed,
+    progress,
+    latency_budget,
+    dense,
+):
+    started = time.perf_counter()
+    if bits not in BITS:
+        raise ValueError(f"bits must be one of {BITS}, got {bits!r}")
+    hidden = [int(h) for h in hidden]
+    if not hidden or min(hidden) < 1:
+        raise ValueError(f"hidden must be one or more positive widths, got {hidden}")
+    mean, scale = _standardiser(data.X_train)
+    X = ((data.X_train - mean) / scale).astype(np.float32)
+    X_test = ((data.X_test - mean) / scale).astype(np.float32)
+
+    def phase(name):
+        if progress is None:
+            return None
+        return lambda ifos, budget, loss: progress(name, ifos, budget, loss)
+
+    if dense is None:
+        dense = train_dense(data, hidden, dense_epochs, seed, phase("dense"))
+    dense_net, dense_accuracy = dense
+
+    trained = train_mlp(
+        X,
+        data.y_train,
+        hidden,
+        optimizer=optimizer,
+        lam=lam,
+        penalty=penalty,
+        beta=beta,
+        group_beta=group_beta,
+        step=step,
+        step_decay=step_decay,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        progress=phase("sparse"),
+    )
+    network, ifos, train_seconds = trained.network, trained.ifos, trained.seconds
+    history = trained.history
+    sparse_accuracy = network.accuracy(X_test, data.y_test)
+    network, removed = remove_dead_neurons(network)
+    if fine_tune_epochs and network.nnz:
+        tuned = train_mlp(
+            X,
+            data.y_train,
+            network=network,
+            optimizer="adam",
+            step=fine_tune_step,
+            fine_tune=True,
+            epochs=fine_tune_epochs,
+            batch_size=batch_size,
+            seed=seed + 1,
+            progress=phase("fine-tune"),
+        )
+        network = tuned.network
+        ifos += tuned.ifos
+        train_seconds += tuned.seconds
+    tuned_accuracy = network.accuracy(X_test, data.y_test)
+
+    pruned = _fold_standardiser(network, mean, scale)
+    model, fmt = deploy(
+        pruned, data.classes, bits, data.X_train, data.y_train, max_accuracy_drop
+    )
+    accuracy = float(np.mean(model.predict(data.X_test) == data.classes[data.y_test]))
+
+    sizes = [data.n_features, *hidden, data.n_classes]
+    dense_nnz = sum(m * n for n, m in zip(sizes[:-1], sizes[1:], strict=True))
+    dense_bytes = 4 * (dense_nnz + sum(sizes[1:]))
+    buffer = io.BytesIO()
+    model.save(buffer)
+    dense_raw = _fold_standardiser(dense_net, mean, scale)
+    latency = _latency(
+        model, (dense_raw.weights, dense_raw.biases), data.X_test, latency_budget
+    )
+    layers = [
+        {
+            "shape": list(layer.weight.shape),
+            "format": layer.format,
+            "nnz": layer.nnz,
+            "bytes": layer.nbytes,
+            "weight_bytes": layer.weight.nbytes,
+            "bias_bytes": layer.nbytes - layer.weight.nbytes,
+        }
+        for layer in model.layers
+    ]
+    settings = {
+        "data": data.name,
+        "hidden": hidden,
+        "optimizer": optimizer,
+        "lam": lam,
+        "penalty": penalty,
+        "beta": beta,
+        "group_beta": group_beta,
+        "step": step,
+        "step_decay": step_decay,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "fine_tune_epochs": fine_tune_epochs,
+        "fine_tune_step": fine_tune_step,
+        "dense_epochs": dense_epochs,
+        "bits": bits,
+        "seed": seed,
+    }
+    return CompressionResult(
+        model=model,
+        dense_accuracy=dense_accuracy,
+        sparse_accuracy=sparse_accuracy,
+        tuned_accuracy=tuned_accuracy,
+        accuracy=accuracy,
+        nnz=model.nnz,
+        bytes=model.nbytes,
+        dense_bytes=dense_bytes,
+        dense_nnz=dense_nnz,
+        file_bytes=len(buffer.getvalue()),
+        fmt=fmt,
+        bits=bits,
+        hidden=[layer.out_features for layer in model.layers[:-1]],
+        removed=removed,
+        layers=layers,
+        latency=latency,
+        seconds=time.perf_counter() - started,
+        train_seconds=train_seconds,
+        ifos=ifos,
+        settings=settings,
+        history=history,
+    )
+
+
+def train_dense(data, hidden=(300, 100), epochs=30, seed=0, progress=None):
+    """The dense baseline on standardised inputs: (MLP, test accuracy)."""
+    mean, scale = _standardiser(data.X_train)
+    X = ((data.X_train - mean) / scale).astype(np.float32)
+    X_test = ((data.X_test - mean) / scale).astype(np.float32)
+    with single_threaded_blas():
+        result = train_mlp(
+            X,
+            data.y_train,
+            hidden,
+            optimizer="adam",
+            epochs=epochs,
+            seed=seed,
+            progress=progress,
+        )
+    return result.network, result.network.accuracy(X_test, data.y_test)
+
+
+def format_result(result):
+    """The result table printed by ``python -m kernels demo`` and
+    ``compress``."""
+    r = result
+    lines = [
+        f"data: {r.settings['data']}; network {r.settings['hidden']} hidden, "
+        f"optimizer {r.settings['optimizer']}"
+        + ("" if r.settings["lam"] is None else f" (lam={r.settings['lam']})")
+        + f", penalty {r.settings['penalty']} (beta={r.settings['beta']:g}"
+        + (
+            f", group_beta={r.settings['group_beta']:g}"
+            if r.settings["group_beta"]
+            else ""
+        )
+        + ")",
+        "",
+        "| model | test accuracy | non-zeros | bytes | compression |",
+        "|---|---:|---:|---:|---:|",
+        f"| dense float32 | {100 * r.dense_accuracy:.2f}% | {r.dense_nnz:,} | "
+        f"{r.dense_bytes:,} | 1.0x |",
+        f"| sparse float32, trained | {100 * r.sparse_accuracy:.2f}% | | | |",
+        f"| sparse float32, fine-tuned | {100 * r.tuned_accuracy:.2f}% | | | |",
+        f"| deployed ({r.fmt}{', ' + str(r.bits) + ' bits' if r.fmt == 'int8' else ''})"
+        f" | {100 * r.accuracy:.2f}% | {r.nnz:,} | {r.bytes:,} | "
+        f"{r.compression_ratio:.1f}x |",
+        "",
+        "| layer | shape | format | non-zeros | weight bytes | bias bytes |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for i, layer in enumerate(r.layers):
+        m, n = layer["shape"]
+        lines.append(
+            f"| {i} | {m} x {n} | {layer['format']} | {layer['nnz']:,} | "
+            f"{layer['weight_bytes']:,} | {layer['bias_bytes']:,} |"
+        )
+    lines += [
+        "",
+        f"hidden units kept: {r.hidden} (removed {r.removed}); model file "
+        f"{r.file_bytes:,} bytes",
+        "",
+        "| inference | compressed | dense NumPy | speed-up |",
+        "|---|---:|---:|---:|",
+    ]
+    for batch, row in r.latency.items():
+        lines.append(
+            f"| batch {batch} | {1e6 * row['compressed']:.1f} us | "
+            f"{1e6 * row['dense']:.1f} us | {row['speedup']:.1f}x |"
+        )
+    lines += [
+        "",
+        f"training: {r.ifos:,} IFOs in {r.train_seconds:.1f} s; whole run "
+        f"{r.seconds:.1f} s",
+    ]
+    return "\n".join(lines)

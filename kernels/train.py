@@ -1,0 +1,558 @@
+"""Training a multi-layer perceptron with a sparsity penalty
+(ALGORITHMS.md sections 2 and 3): the first stage of the compression
+pipeline (``kernels.compress``).
+
+The network is ReLU hidden layers and a softmax output trained on the mean
+cross-entropy, in float32.  Backpropagation is NumPy BLAS (a few matrix
+products per mini-batch); every parameter update is one call of the fused
+kernel ``kernels.prox_gradient_step`` per parameter array, which forms the
+step direction of the optimizer and applies the penalty's prox in one pass.
+
+Optimizers: the baselines "sgd", "momentum" (heavy ball) and "adam", and
+the variance-reduced "svrg", "saga" and "vcsg".  ``lam`` turns SVRG and
+SAGA into the source's lambda-estimator (I-SVRG, I-SAGA).  "saga" keeps
+one gradient per mini-batch of a fixed partition of the samples (a table
+of n / batch_size gradients, not n): a per-sample table of an MLP would be
+n copies of the network.
+
+Penalties on the weights (never the biases): "l1" (soft thresholding),
+"cumulative_l1" (the cumulative penalty of Tsuruoka et al., the source's
+method, which clips at zero), "group_l1" over neurons (a hidden unit's
+incoming row and outgoing column shrunk together, so whole units vanish),
+and the sums "l1+group_l1", "cumulative_l1+group_l1".
+
+The step decays as eta = step * step_decay ** (ifos / budget): from
+``step`` to ``step * step_decay`` over the run.  Work is counted in IFOs
+(one sample's gradient), and the budget is ``epochs * n`` IFOs whatever
+the optimizer, so that runs of different methods compare at equal work.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kernels import _checks
+from kernels.update import CumulativeL1, prox_gradient_step
+
+__all__ = ["MLP", "TrainResult", "train_mlp", "OPTIMIZERS", "PENALTIES"]
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "svrg", "saga", "vcsg")
+PENALTIES = (
+    None,
+    "l1",
+    "cumulative_l1",
+    "group_l1",
+    "l1+group_l1",
+    "cumulative_l1+group_l1",
+)
+
+
+class MLP:
+    """A dense ReLU network with a softmax output, in float32: ``weights[l]``
+    of shape (out, in) as PyTorch stores it and ``biases[l]`` of shape
+    (out,).  ``MLP.initial(sizes, seed)`` draws He-initialised weights."""
+
+    def __init__(self, weights, biases):
+        self.weights = [np.ascontiguousarray(W, np.float32) for W in weights]
+        self.biases = [np.ascontiguousarray(b, np.float32) for b in biases]
+        for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            if W.ndim != 2 or b.shape != (W.shape[0],):
+                raise ValueError(
+                    f"layer {i}: weight must be 2-D (out, in) and bias (out,), got "
+                    f"{W.shape} and {b.shape}"
+                )
+            if i and W.shape[1] != self.weights[i - 1].shape[0]:
+                raise ValueError(
+                    f"layer {i} takes {W.shape[1]} inputs but layer {i - 1} has "
+                    f"{self.weights[i - 1].shape[0]} outputs"
+                )
+
+    @classmethod
+    def initial(cls, sizes, seed=0):
+        rng = np.random.default_rng(seed)
+        weights = [
+            rng.standard_normal((m, n)) * math.sqrt(2.0 / n)
+            for n, m in zip(sizes[:-1], sizes[1:], strict=True)
+        ]
+        return cls(weights, [np.zeros(m) for m in sizes[1:]])
+
+    @property
+    def sizes(self):
+        return [self.weights[0].shape[1]] + [W.shape[0] for W in self.weights]
+
+    @property
+    def params(self):
+        """[W0, b0, W1, b1, ...]: the arrays every optimizer updates."""
+        return [p for pair in zip(self.weights, self.biases, strict=True) for p in pair]
+
+    @property
+    def nnz(self):
+        return int(sum(np.count_nonzero(W) for W in self.weights))
+
+    def copy(self):
+        return MLP([W.copy() for W in self.weights], [b.copy() for b in self.biases])
+
+    def logits(self, X):
+        A = np.asarray(X, np.float32)
+        for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            A = A @ W.T + b
+            if i < len(self.weights) - 1:
+                np.maximum(A, 0.0, out=A)
+        return A
+
+    def predict(self, X):
+        return np.argmax(self.logits(X), axis=1)
+
+    def accuracy(self, X, y):
+        return float(np.mean(self.predict(X) == y))
+
+    def loss(self, X, y):
+        """Mean cross-entropy on (X, y), y class indices."""
+        return float(np.mean(_cross_entropy(self.logits(X), y)))
+
+    def gradient(self, X, y, grads, sample_norms=False):
+        """Write the gradient of the mean cross-entropy on (X, y) into
+        ``grads`` (arrays shaped like ``params``) and return the loss; with
+        ``sample_norms`` also return the squared norm of each sample's
+        gradient, sum over layers of ||delta||^2 * (||a||^2 + 1) (a
+        sample's weight gradient is the outer product delta a^T)."""
+        activations = [np.asarray(X, np.float32)]
+        last = len(self.weights) - 1
+        for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            Z = activations[-1] @ W.T + b
+            if i < last:
+                np.maximum(Z, 0.0, out=Z)
+            activations.append(Z)
+        logits = activations.pop()
+        losses = _cross_entropy(logits, y)
+        delta = _softmax(logits)
+        delta[np.arange(len(y)), y] -= 1.0
+        norms = np.zeros(len(y)) if sample_norms else None
+        k = float(len(y))
+        for i in range(last, -1, -1):
+            A = activations[i]
+            if sample_norms:
+                norms += np.einsum("ij,ij->i", delta, delta) * (
+                    np.einsum("ij,ij->i", A, A) + 1.0
+                )
+            np.matmul(delta.T, A, out=grads[2 * i])
+            grads[2 * i] /= k
+            np.sum(delta, axis=0, out=grads[2 * i + 1])
+            grads[2 * i + 1] /= k
+            if i:
+                delta = delta @ self.weights[i]
+                delta *= A > 0
+        loss = float(np.mean(losses))
+        return (loss, norms) if sample_norms else loss
+
+
+def _softmax(Z):
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    E /= E.sum(axis=1, keepdims=True)
+    return E
+
+
+def _cross_entropy(Z, y):
+    shifted = Z - Z.max(axis=1, keepdims=True)
+    return np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(y)), y]
+
+
+@dataclass
+class TrainResult:
+    """The trained network and one history row per epoch (or stage):
+    ``ifos`` so far, ``seconds`` of training, training ``loss`` (mean
+    cross-entropy), ``objective`` (loss + penalty), ``nnz`` of the weights,
+    ``step`` in force."""
+
+    network: MLP
+    history: list = field(default_factory=list)
+    ifos: int = 0
+    seconds: float = 0.0
+
+
+def _group_norm_shrink(weights, t):
+    """Group soft thresholding over hidden neurons: unit j of layer l owns
+    row j of weights[l] and column j of weights[l + 1]; both are scaled by
+    max(0, 1 - t / ||(row, column)||) (ALGORITHMS.md section 4)."""
+    for i in range(len(weights) - 1):
+        incoming, outgoing = weights[i], weights[i + 1]
+        norms = np.sqrt(
+            np.einsum("ij,ij->i", incoming, incoming)
+            + np.einsum("ij,ij->j", outgoing, outgoing)
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scale = np.where(norms > t, 1.0 - t / norms, 0.0).astype(np.float32)
+        incoming *= scale[:, None]
+        outgoing *= scale[None, :]
+
+
+def _group_penalty(weights):
+    return sum(
+        float(
+            np.sum(
+                np.sqrt(
+                    np.einsum("ij,ij->i", weights[i], weights[i])
+                    + np.einsum("ij,ij->j", weights[i + 1], weights[i + 1])
+                )
+            )
+        )
+        for i in range(len(weights) - 1)
+    )
+
+
+class _Updater:
+    """Applies one step of a direction to every parameter array through
+    ``prox_gradient_step``, with the element-wise penalty on the weights,
+    then the group penalty; keeps the cumulative penalty's state and, for
+    fine-tuning, the sparsity mask."""
+
+    def __init__(self, network, penalty, beta, group_beta, mask, backend):
+        self.network = network
+        self.params = network.params
+        self.elementwise = None if penalty is None else penalty.split("+")[0]
+        if self.elementwise == "group_l1":
+            self.elementwise = None
+        self.grouped = penalty is not None and penalty.endswith("group_l1")
+        self.beta = beta
+        self.group_beta = group_beta
+        self.backend = backend
+        self.cumulative = [
+            CumulativeL1(W) if self.elementwise == "cumulative_l1" else None
+            for W in network.weights
+        ]
+        self.mask = [W != 0 for W in network.weights] if mask else None
+
+    def step(self, step, g, s=None, mu=None, lam=None):
+        for i, p in enumerate(self.params):
+            weight = i % 2 == 0
+            penalty = self.elementwise if weight else None
+            prox_gradient_step(
+                p,
+                g[i],
+                None if s is None else s[i],
+                None if mu is None else mu[i],
+                step=step,
+                lam=lam,
+                penalty=penalty,
+                beta=self.beta if penalty else 0.0,
+                cumulative=self.cumulative[i // 2] if weight else None,
+                out=p,
+                backend=self.backend,
+            )
+        if self.grouped:
+            _group_norm_shrink(self.network.weights, step * self.group_beta)
+        if self.mask is not None:
+            for W, m in zip(self.network.weights, self.mask, strict=True):
+                W *= m
+
+    def objective(self, loss):
+        weights = self.network.weights
+        value = loss
+        if self.elementwise:
+            value += self.beta * sum(float(np.abs(W).sum()) for W in weights)
+        if self.grouped:
+            value += self.group_beta * _group_penalty(weights)
+        return value
+
+
+def train_mlp(
+    X,
+    y,
+    hidden=(300, 100),
+    *,
+    optimizer="svrg",
+    lam=None,
+    penalty=None,
+    beta=0.0,
+    group_beta=0.0,
+    step=None,
+    step_decay=0.1,
+    epochs=30,
+    batch_size=32,
+    momentum=0.9,
+    network=None,
+    fine_tune=False,
+    seed=0,
+    progress=None,
+    backend=None,
+    vcsg_options=None,
+):
+    """Train a ReLU MLP classifier on ``X`` (n, d) and class indices ``y``
+    (0 .. k-1) and return a ``TrainResult``.
+
+    ``hidden``: the hidden layer widths (ignored when ``network``, an
+    ``MLP`` to continue from, is given).  ``optimizer`` one of
+    ``OPTIMIZERS``; ``lam`` None for textbook SVRG / SAGA, a number in
+    [0, 1] for the lambda-estimator (ALGORITHMS.md section 2; for "vcsg"
+    the regime sets lam).  ``penalty`` one of ``PENALTIES`` with strength
+    ``beta`` (element-wise l1 part) and ``group_beta`` (neuron groups).
+    ``step`` the initial step (None: 0.001 for Adam, 0.05 otherwise),
+    decaying to ``step * step_decay``.
+    ``epochs`` the IFO budget in passes over the data.  ``fine_tune``
+    keeps the zeros of the starting network's weights (train the survivors
+    only; use with ``penalty=None``).  ``progress(ifos, budget, loss)`` is
+    called after every epoch.  ``vcsg_options``: a dict overriding VCSG's
+    constants (warmup_stages=1, theta=0.5, min_batch_exponent=0.88,
+    inner_batch_exponent=0.625, lam_unbiased=0.4, lam_biased=0.75,
+    step_exponent_unbiased=5/32, step_exponent_biased=3/32: ALGORITHMS.md
+    section 2 and ``kernels.solvers.vcsg``).
+    """
+    X = np.ascontiguousarray(_checks.as_float_array(X, "X"), np.float32)
+    y = np.asarray(y)
+    if X.ndim != 2 or y.shape != (X.shape[0],):
+        raise ValueError(
+            f"X must be 2-D (n, d) and y (n,), got {X.shape} and {y.shape}"
+        )
+    if X.shape[0] == 0:
+        raise ValueError("X has no samples")
+    _checks.require_finite(X, "X")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+        raise ValueError("y must hold class indices 0 .. k-1")
+    y = y.astype(np.intp)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(
+            f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}"
+        )
+    if penalty not in PENALTIES:
+        raise ValueError(
+            f"penalty must be one of {', '.join(map(str, PENALTIES))}, got {penalty!r}"
+        )
+    if lam is not None and optimizer not in ("svrg", "saga"):
+        raise ValueError(f"lam applies to svrg and saga, not {optimizer!r}")
+    beta = _checks.scalar(beta, "beta", minimum=0.0, allow_inf=False)
+    group_beta = _checks.scalar(group_beta, "group_beta", minimum=0.0, allow_inf=False)
+    if step is None:
+        step = 0.001 if optimizer == "adam" else 0.05
+    step = _checks.scalar(step, "step", minimum=0.0, allow_inf=False)
+    step_decay = _checks.scalar(step_decay, "step_decay", minimum=0.0, allow_inf=False)
+    epochs = _checks.scalar(epochs, "epochs", minimum=0.0, allow_inf=False)
+    n = X.shape[0]
+    batch_size = min(n, _checks.integer(batch_size, "batch_size", minimum=1))
+    if network is None:
+        sizes = [X.shape[1], *(int(h) for h in hidden), int(y.max()) + 1]
+        if min(sizes) < 1:
+            raise ValueError(f"layer widths must be positive, got {sizes}")
+        network = MLP.initial(sizes, seed)
+    else:
+        network = network.copy()
+        if network.sizes[0] != X.shape[1] or network.sizes[-1] <= y.max():
+            raise ValueError(
+                f"network {network.sizes} does not fit X with {X.shape[1]} "
+                f"features and {int(y.max()) + 1} classes"
+            )
+    updater = _Updater(network, penalty, beta, group_beta, fine_tune, backend)
+    run = _Run(X, y, network, updater, step, step_decay, epochs * n, seed, progress)
+    # a diverging run overflows before its loss is checked at the end of the
+    # epoch, which raises the error that names the step
+    with np.errstate(over="ignore", invalid="ignore"):
+        if optimizer in ("sgd", "momentum", "adam"):
+            _first_order(run, optimizer, batch_size, momentum)
+        elif optimizer == "svrg":
+            _svrg(run, batch_size, lam)
+        elif optimizer == "saga":
+            _saga(run, batch_size, lam)
+        else:
+            _vcsg(run, dict(vcsg_options or {}))
+    return run.result
+
+
+class _Run:
+    """The state every optimizer shares: data, network, IFO budget, the
+    decaying step, the history."""
+
+    def __init__(self, X, y, network, updater, step, decay, budget, seed, progress):
+        self.X, self.y, self.n = X, y, X.shape[0]
+        self.network = network
+        self.updater = updater
+        self.step0, self.decay = step, decay
+        self.budget = max(1, int(round(budget)))
+        self.rng = np.random.default_rng(seed)
+        self.progress = progress
+        self.ifos = 0
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+        self.result = TrainResult(network)
+        self.grads = [np.empty_like(p) for p in network.params]
+        self.record()
+
+    @property
+    def done(self):
+        return self.ifos >= self.budget
+
+    @property
+    def step(self):
+        return self.step0 * self.decay ** min(1.0, self.ifos / self.budget)
+
+    def gradient(self, samples, grads=None, sample_norms=False):
+        self.ifos += len(samples)
+        return self.network.gradient(
+            self.X[samples],
+            self.y[samples],
+            self.grads if grads is None else grads,
+            sample_norms,
+        )
+
+    def batches(self, batch_size):
+        order = self.rng.permutation(self.n)
+        return [order[i : i + batch_size] for i in range(0, self.n, batch_size)]
+
+    def record(self):
+        """One history row (the full loss is not counted as IFOs: it is
+        monitoring, and it is timed out of ``seconds``)."""
+        self.seconds += time.perf_counter() - self.start
+        loss = self.network.loss(self.X, self.y)
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"training diverged (loss {loss}) at step size {self.step:.3g}; "
+                "try a smaller step"
+            )
+        self.result.history.append(
+            {
+                "ifos": self.ifos,
+                "seconds": self.seconds,
+                "loss": loss,
+                "objective": self.updater.objective(loss),
+                "nnz": self.network.nnz,
+                "step": self.step,
+            }
+        )
+        self.result.ifos, self.result.seconds = self.ifos, self.seconds
+        if self.progress is not None:
+            self.progress(self.ifos, self.budget, loss)
+        self.start = time.perf_counter()
+
+
+def _first_order(run, optimizer, batch_size, momentum):
+    params = run.network.params
+    velocity = [np.zeros_like(p) for p in params]
+    second = [np.zeros_like(p) for p in params]
+    direction = [np.empty_like(p) for p in params]
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    t = 0
+    while not run.done:
+        for batch in run.batches(batch_size):
+            run.gradient(batch)
+            g = run.grads
+            if optimizer == "momentum":
+                for v, gi in zip(velocity, g, strict=True):
+                    v *= momentum
+                    v += gi
+                g = velocity
+            elif optimizer == "adam":
+                t += 1
+                c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
+                for m, v, gi, d in zip(velocity, second, g, direction, strict=True):
+                    m *= beta1
+                    m += (1.0 - beta1) * gi
+                    v *= beta2
+                    v += (1.0 - beta2) * gi * gi
+                    np.sqrt(v / c2, out=d)
+                    d += eps
+                    np.divide(m / c1, d, out=d)
+                g = direction
+            run.updater.step(run.step, g)
+            if run.done:
+                break
+        run.record()
+
+
+def _snapshot_stage(run, anchor, mu, batch_size, lam, samples, scale=1.0):
+    """Inner lambda-estimator / SVRG steps around the snapshot ``anchor``
+    (a network) with mean gradient ``mu``, over ``samples`` in mini-batches;
+    2 IFOs per sample; the step is ``scale`` times the run's."""
+    s = [np.empty_like(p) for p in mu]
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start : start + batch_size]
+        run.gradient(batch)
+        run.ifos += len(batch)
+        anchor.gradient(run.X[batch], run.y[batch], s)
+        run.updater.step(scale * run.step, run.grads, s, mu, lam)
+        if run.done:
+            return
+
+
+def _svrg(run, batch_size, lam):
+    mu = [np.empty_like(p) for p in run.network.params]
+    while not run.done:
+        anchor = run.network.copy()
+        run.gradient(np.arange(run.n), mu)
+        _snapshot_stage(run, anchor, mu, batch_size, lam, run.rng.permutation(run.n))
+        run.record()
+
+
+def _saga(run, batch_size, lam):
+    """SAGA over a fixed partition of the samples into mini-batches: the
+    table holds each block's last gradient; v mixes the block's fresh
+    gradient g, its table entry s and the table mean mu (by lam)."""
+    blocks = run.batches(batch_size)
+    weights = np.array([len(b) for b in blocks], float) / run.n
+    table = []
+    for block in blocks:
+        run.gradient(block)
+        table.append([g.copy() for g in run.grads])
+    mean = [
+        sum(w * t[i] for w, t in zip(weights, table, strict=True))
+        for i in range(len(run.grads))
+    ]
+    mean = [m.astype(np.float32) for m in mean]
+    mu = [np.empty_like(m) for m in mean]
+    while not run.done:
+        for k in run.rng.permutation(len(blocks)):
+            run.gradient(blocks[k])
+            for m, c in zip(mu, mean, strict=True):
+                m[...] = c
+            run.updater.step(run.step, run.grads, table[k], mu, lam)
+            for c, old, new in zip(mean, table[k], run.grads, strict=True):
+                c += weights[k] * (new - old)
+                old[...] = new
+            if run.done:
+                break
+        run.record()
+
+
+def _vcsg(run, options):
+    defaults = {
+        "warmup_stages": 1,
+        "theta": 0.5,
+        "min_batch_exponent": 0.88,
+        "inner_batch_exponent": 0.625,
+        "lam_unbiased": 0.4,
+        "lam_biased": 0.75,
+        "step_exponent_unbiased": 5 / 32,
+        "step_exponent_biased": 3 / 32,
+    }
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown VCSG options: {', '.join(sorted(unknown))}")
+    o = {**defaults, **options}
+    n = run.n
+    smallest = min(n, max(1, math.ceil(n ** o["min_batch_exponent"])))
+    mu = [np.empty_like(p) for p in run.network.params]
+    sigma2 = target = None
+    stage = 0
+    while not run.done:
+        if stage < o["warmup_stages"] or sigma2 is None:
+            big, lam, scale = n, 0.0, 1.0
+        else:
+            tolerance = o["theta"] * target
+            wanted = (
+                n if tolerance <= 0 else n * sigma2 / (sigma2 + (n - 1) * tolerance)
+            )
+            big = int(min(n, max(smallest, math.ceil(wanted))))
+            if big <= smallest < n:
+                lam, scale = o["lam_biased"], n ** -o["step_exponent_biased"]
+            else:
+                lam, scale = o["lam_unbiased"], n ** -o["step_exponent_unbiased"]
+        batch = run.rng.permutation(n)[:big]
+        anchor = run.network.copy()
+        _, norms = run.gradient(batch, mu, sample_norms=True)
+        mu_norm2 = sum(float(np.sum(m * m)) for m in mu)
+        sigma2 = max(float(np.mean(norms)) - mu_norm2, 0.0)
+        target = mu_norm2
+        b = max(1, round(big ** o["inner_batch_exponent"]))
+        inner = run.rng.choice(n, size=b * max(1, big // b), replace=True)
+        _snapshot_stage(run, anchor, mu, b, lam, inner, scale)
+        stage += 1
+        run.record()
