@@ -49,7 +49,7 @@ def _build():
     single_thread_blas()
     data = pipeline.load_digits()
     result = pipeline.compress(data, latency_budget=0.01)
-    mean, scale = pipeline._standardiser(data.X_train)
+    _, _, mean, scale = pipeline.standardised(data)
     dense_net, _ = pipeline.train_dense(data)
     dense = pipeline._fold_standardiser(dense_net, mean, scale)
     buffer = io.BytesIO()

@@ -23,10 +23,10 @@ import time
 import numpy as np
 
 from kernels.compress import (
-    _standardiser,
     compress,
     load_digits,
     single_threaded_blas,
+    standardised,
     train_dense,
 )
 from kernels.train import train_mlp
@@ -136,9 +136,7 @@ def _lambda_row(seeds, epochs, beta, problem, penalty, label, optimizer, lam, st
     losses, objectives, accuracies, nnz = [], [], [], []
     for seed in seeds:
         data = load_digits(seed)
-        mean, scale = _standardiser(data.X_train)
-        X = ((data.X_train - mean) / scale).astype(np.float32)
-        X_test = ((data.X_test - mean) / scale).astype(np.float32)
+        X, X_test, _, _ = standardised(data)
         result = train_mlp(
             X,
             data.y_train,

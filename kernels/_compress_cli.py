@@ -64,7 +64,10 @@ def add_training_options(parser, data=True):
         help="neuron group l1 strength (default: 0)",
     )
     parser.add_argument(
-        "--step", type=float, default=None, help="initial step (default: 0.05)"
+        "--step",
+        type=float,
+        default=None,
+        help="initial step (default: 0.05; 0.001 for adam)",
     )
     parser.add_argument(
         "--step-decay",
@@ -233,7 +236,7 @@ def run_compress(args):
     data = _dataset(getattr(args, "data", "digits"))
     progress = Progress(not args.quiet)
     try:
-        with pipeline.single_threaded_blas():
+        with pipeline.single_threaded_blas():  # for the plots' runs too
             dense = pipeline.train_dense(
                 data,
                 options["hidden"],
@@ -287,17 +290,18 @@ def _plots(plt, data, dense, options, result, directory, progress):
     ax.set_xscale("log")
     ax.set_xlabel("compression ratio (dense float32 bytes / deployed bytes)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{data.name}: {options['optimizer']}, {options['penalty']}")
-    ax.legend()
     sweep_path = os.path.join(directory, "accuracy_vs_compression.png")
-    fig.tight_layout()
-    fig.savefig(sweep_path, dpi=120)
-    plt.close(fig)
+    _save(
+        plt,
+        fig,
+        ax,
+        f"{data.name}: {options['optimizer']}, {options['penalty']}",
+        sweep_path,
+    )
 
     from kernels.train import train_mlp
 
-    mean, scale = pipeline._standardiser(data.X_train)
-    X = ((data.X_train - mean) / scale).astype(np.float32)
+    X = pipeline.standardised(data)[0]
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (label, optimizer, lam) in enumerate(CURVES):
         trained = train_mlp(
@@ -319,13 +323,23 @@ def _plots(plt, data, dense, options, result, directory, progress):
     ax.set_yscale("log")
     ax.set_xlabel("IFOs (single-sample gradients)")
     ax.set_ylabel("training loss (cross-entropy)")
-    ax.set_title(f"{data.name}: penalty {options['penalty']}, beta {options['beta']:g}")
-    ax.legend()
     curves_path = os.path.join(directory, "loss_vs_ifos.png")
-    fig.tight_layout()
-    fig.savefig(curves_path, dpi=120)
-    plt.close(fig)
+    _save(
+        plt,
+        fig,
+        ax,
+        f"{data.name}: penalty {options['penalty']}, beta {options['beta']:g}",
+        curves_path,
+    )
     return [sweep_path, curves_path]
+
+
+def _save(plt, fig, ax, title, path):
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def run_predict(args):

@@ -22,6 +22,7 @@ quantise, deploy, measure.
 """
 
 import contextlib
+import functools
 import io
 import os
 import time
@@ -181,6 +182,18 @@ def _standardiser(X):
     pooled = float(np.sqrt(np.mean(scale**2)))
     floor = 0.1 * pooled if pooled > 0 else 1.0
     return mean, np.maximum(scale, floor)
+
+
+def standardised(data):
+    """(X_train, X_test, mean, scale): ``data``'s inputs standardised by
+    ``_standardiser`` of its training set, float32."""
+    mean, scale = _standardiser(data.X_train)
+    return (
+        ((data.X_train - mean) / scale).astype(np.float32),
+        ((data.X_test - mean) / scale).astype(np.float32),
+        mean,
+        scale,
+    )
 
 
 def _fold_standardiser(network, mean, scale):
@@ -370,6 +383,16 @@ def single_threaded_blas():
         yield
 
 
+def _on_one_blas_thread(function):
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with single_threaded_blas():
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
+@_on_one_blas_thread
 def compress(
     data,
     hidden=(300, 100),
@@ -407,62 +430,13 @@ def compress(
     it once), with its test accuracy, as a pair.  BLAS runs on one thread
     throughout (``single_threaded_blas``).
     """
-    with single_threaded_blas():
-        return _compress(
-            data,
-            hidden,
-            optimizer,
-            lam,
-            penalty,
-            beta,
-            group_beta,
-            step,
-            step_decay,
-            epochs,
-            batch_size,
-            fine_tune_epochs,
-            fine_tune_step,
-            dense_epochs,
-            bits,
-            max_accuracy_drop,
-            seed,
-            progress,
-            latency_budget,
-            dense,
-        )
-
-
-def _compress(
-    data,
-    hidden,
-    optimizer,
-    lam,
-    penalty,
-    beta,
-    group_beta,
-    step,
-    step_decay,
-    epochs,
-    batch_size,
-    fine_tune_epochs,
-    fine_tune_step,
-    dense_epochs,
-    bits,
-    max_accuracy_drop,
-    seed,
-    progress,
-    latency_budget,
-    dense,
-):
     started = time.perf_counter()
     if bits not in BITS:
         raise ValueError(f"bits must be one of {BITS}, got {bits!r}")
     hidden = [int(h) for h in hidden]
     if not hidden or min(hidden) < 1:
         raise ValueError(f"hidden must be one or more positive widths, got {hidden}")
-    mean, scale = _standardiser(data.X_train)
-    X = ((data.X_train - mean) / scale).astype(np.float32)
-    X_test = ((data.X_test - mean) / scale).astype(np.float32)
+    X, X_test, mean, scale = standardised(data)
 
     def phase(name):
         if progress is None:
@@ -580,21 +554,19 @@ def _compress(
     )
 
 
+@_on_one_blas_thread
 def train_dense(data, hidden=(300, 100), epochs=30, seed=0, progress=None):
     """The dense baseline on standardised inputs: (MLP, test accuracy)."""
-    mean, scale = _standardiser(data.X_train)
-    X = ((data.X_train - mean) / scale).astype(np.float32)
-    X_test = ((data.X_test - mean) / scale).astype(np.float32)
-    with single_threaded_blas():
-        result = train_mlp(
-            X,
-            data.y_train,
-            hidden,
-            optimizer="adam",
-            epochs=epochs,
-            seed=seed,
-            progress=progress,
-        )
+    X, X_test, _, _ = standardised(data)
+    result = train_mlp(
+        X,
+        data.y_train,
+        hidden,
+        optimizer="adam",
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
+    )
     return result.network, result.network.accuracy(X_test, data.y_test)
 
 
