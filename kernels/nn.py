@@ -20,6 +20,17 @@ call per layer:
   and the activation (an integer code) in one pass, each output row
   finished while it is in cache.  For one sample the input is used in
   place, without a copy, when it already has the model's dtype.
+* One sample (1-D input) on the cython backend and one thread skips all of
+  that: the model compiles its layers once, on first use, into an
+  ``MLPPlan`` of ``kernels._cy.sparse`` that runs the whole network in one
+  C call (the same row loops and epilogues as the layer kernels, so the
+  same bits), with its scratch on the C stack.  A small network's call
+  costs about a microsecond, where the layer-by-layer path costs several
+  in per-call overhead alone.  ``predict`` takes the argmax in the same
+  call.  The numba and numpy backends keep the layer-by-layer path.  The
+  plan reads the layers' arrays in place, as the layer kernels do: weight
+  values or biases modified in place are seen by the next call of either
+  path (``kernels.sparse`` says which modifications are unsafe).
 
 Models are built from dense weights (``SparseMLP.from_dense``, with
 magnitude pruning and quantisation), from a fitted scikit-learn
@@ -39,9 +50,15 @@ import zlib
 import numpy as np
 
 from kernels import _checks
-from kernels._backend import kernels_for
+from kernels._backend import get_backend, kernels_for
 from kernels._reference.sparse import ACTIVATIONS as _KERNEL_ACTIVATIONS
-from kernels.sparse import BSRMatrix, CSRMatrix, QuantizedCSR, _n_threads
+from kernels.sparse import (
+    PARALLEL_MIN_WORK,
+    BSRMatrix,
+    CSRMatrix,
+    QuantizedCSR,
+    _n_threads,
+)
 
 __all__ = ["SparseLinear", "SparseMLP"]
 
@@ -264,6 +281,16 @@ class SparseMLP:
         self._dtype = layers[0].dtype
         self._buffers = {}
         self._lock = threading.Lock()
+        self._plan = None  # the compiled one-sample plan, built on first use
+        # predict's threshold for a single output: p > 0.5, or logit > 0
+        self._cut = 0.5 if layers[-1].activation == "sigmoid" else 0.0
+        # what predict returns for class index i: labels[i], an np.intp
+        # index when there are no classes (indexing costs less than np.intp())
+        self._labels = (
+            np.arange(max(self.out_features, 2), dtype=np.intp)
+            if self._classes is None
+            else self._classes
+        )
 
     @property
     def backend(self):
@@ -340,6 +367,34 @@ class SparseMLP:
         with self._lock:
             self._buffers.clear()
 
+    def _sample_plan(self, backend, threads):
+        """The compiled one-sample plan (``kernels._cy.sparse.MLPPlan``)
+        when a call with these ``backend`` and ``threads`` arguments runs on
+        the cython backend in one thread, else None (the general path then
+        validates the arguments).  Built on first use and kept: it depends
+        only on the layers, which do not change.  Two threads building it at
+        once build two equal plans, and one is kept."""
+        if backend is None:
+            backend = self._backend
+            if backend is None:
+                backend = get_backend()
+        if backend != "cython":
+            return None
+        if threads is None:
+            threads = self._threads
+        if threads is None:
+            if self._nnz >= PARALLEL_MIN_WORK:
+                return None  # the general path runs big layers on every CPU
+        elif type(threads) is not int or threads != 1:
+            return None
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = kernels_for("sparse", "cython").MLPPlan(
+                (layer.format, layer.weight.shape, layer._kernel_args, layer._code)
+                for layer in self._layers
+            )
+        return plan
+
     def forward(self, X, backend=None, threads=None):
         """The last layer's output (the logits when its activation is
         "identity") for ``X`` of shape (batch, in_features), or
@@ -350,7 +405,19 @@ class SparseMLP:
         cached.  O(nnz * batch) in the kernels, one layer kernel call per
         layer, plus one transposing copy in (none for one sample of the
         model's dtype, C-contiguous: it is read in place) and one out.
+
+        One sample, a 1-D float32 or float64 ndarray (any stride), on the
+        cython backend and one thread (``threads`` 1, or None for fewer than
+        ``kernels.sparse.PARALLEL_MIN_WORK`` stored weights): one call of
+        the compiled plan for the whole network, the same result, about
+        1 us for a network of a few hundred weights.
         """
+        if type(X) is np.ndarray and X.ndim == 1:
+            plan = self._sample_plan(backend, threads)
+            if plan is not None:
+                Y = plan.forward(X)
+                if Y is not None:
+                    return Y
         X = _checks.real_array(X, "X")
         n = self._in_features
         if X.ndim not in (1, 2) or X.shape[-1] != n:
@@ -387,7 +454,20 @@ class SparseMLP:
         the softmax of ``forward``'s output (max-subtracted, so it never
         overflows).  A single-output network is a binary logistic
         classifier, as scikit-learn's: [1 - p, p] with p = sigmoid(output)
-        (p = output when the last activation already is "sigmoid")."""
+        (p = output when the last activation already is "sigmoid").
+
+        One sample of a multi-output network on the compiled plan (as
+        ``forward``): the plan returns z - max(z), then exp and the
+        normalisation are the same NumPy calls, so the same bits.  (The
+        binary case takes ``forward``'s plan call and the general rest.)"""
+        if type(X) is np.ndarray and X.ndim == 1 and self.out_features > 1:
+            plan = self._sample_plan(backend, threads)
+            if plan is not None:
+                P = plan.forward_minus_max(X)
+                if P is not None:
+                    np.exp(P, out=P)
+                    P /= np.add.reduce(P)
+                    return P
         Z = self.forward(X, backend, threads)
         batch = Z.reshape(-1, Z.shape[-1])  # a view: (batch, outputs)
         if self.out_features == 1:
@@ -407,11 +487,19 @@ class SparseMLP:
     def predict(self, X, backend=None, threads=None):
         """The most probable class of each sample (of the sample, for 1-D
         X): the label from ``classes``, or the class index when there are
-        none.  A single-output network predicts class 1 when p > 0.5."""
+        none.  A single-output network predicts class 1 when p > 0.5.
+
+        One sample on the compiled plan (as ``forward``): the argmax is
+        taken in the same call, and no array is allocated."""
+        if type(X) is np.ndarray and X.ndim == 1:
+            plan = self._sample_plan(backend, threads)
+            if plan is not None:
+                index = plan.classify(X, self._cut)
+                if index >= 0:
+                    return self._labels[index]
         Z = self.forward(X, backend, threads)
         if self.out_features == 1:
-            cut = 0.5 if self._layers[-1].activation == "sigmoid" else 0.0
-            index = (Z[..., 0] > cut).astype(np.intp)
+            index = (Z[..., 0] > self._cut).astype(np.intp)
         else:
             index = np.argmax(Z, axis=-1)
         return index if self._classes is None else self._classes[index]

@@ -24,16 +24,22 @@ row scale are applied once per row, in double.  ``y`` is not read when
 beta == 0.  With ``n_threads > 1`` and an OpenMP build, the rows are cut
 into one consecutive range per thread of about equal work (stored entries
 plus rows); the transposed products scatter into y and run serially.
+
+Beside the kernels, ``MLPPlan`` (a class, so outside the kernel contract:
+only this backend has it) runs one sample through a whole chain of layers
+in one call, for ``kernels.nn.SparseMLP``: the same row loops and
+epilogues as the layer kernels at batch 1, without a kernel call, a buffer
+acquisition per array and a Python loop per layer.
 """
 
-from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE,
-                             PyBuffer_Release, PyObject_GetBuffer)
+from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_STRIDES,
+                             PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer)
 from cython cimport floating
 from cython.parallel cimport parallel, threadid
-from libc.math cimport tanh, tanhf
+from libc.math cimport isnan, tanh, tanhf
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t
-from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memcpy, memset
 
 
 cdef extern from *:
@@ -1431,3 +1437,444 @@ def qcsr_layer(values, indices, indptr, scales, bias, X, int activation, Y,
         _qcsr_matmat_run(&a, "qcsr_layer", 1.0, 0.0, n_threads, &e)
     finally:
         _release(&a)
+
+
+# ---------------------------------------------------------------- networks
+# One sample through a whole chain of layers in one call: what
+# kernels.nn.SparseMLP runs for a 1-D input on this backend.
+
+cdef enum:
+    _FORMAT_CSR, _FORMAT_BSR, _FORMAT_QUANTISED
+
+cdef enum:
+    # Per-call scratch up to this size lives on the C stack (no malloc);
+    # wider networks take it from malloc.
+    _PLAN_STACK_DOUBLES = 1024
+    # Calls of at least this much work (stored entries + rows, summed over
+    # the layers) release the GIL: below it, releasing and taking it back
+    # (~0.1 us) would be a noticeable part of the call.
+    _PLAN_NOGIL_WORK = 4096
+
+_FORMAT_CODES = {"csr": _FORMAT_CSR, "bsr": _FORMAT_BSR, "int8": _FORMAT_QUANTISED}
+
+
+cdef struct _PlanLayer:
+    # One layer of a plan: the typed pointers of its arrays (held by the
+    # plan's buffers), its dtype combination (_F32_I32... for float formats,
+    # _U8_I32... for quantised ones), bias and activation.
+    int format
+    int kind
+    bint f64
+    const void* data
+    const void* indices
+    const void* indptr
+    const float* scales
+    _Epilogue epilogue
+    Py_ssize_t m  # output features
+    Py_ssize_t n  # input features
+    Py_ssize_t rows  # rows of indptr: m, or m / r block rows
+    Py_ssize_t r
+    Py_ssize_t c
+
+
+cdef void _plan_layer(const _PlanLayer* L, const void* x, void* y,
+                      void* acc) noexcept nogil:
+    """y = activation(W x + bias) for one layer: the row loops and the
+    epilogue that csr_layer, bsr_layer and qcsr_layer run for a batch of one
+    on one thread (alpha = 1, beta = 0), so the results are the same bits.
+    acc holds the r row sums of a BSR block row."""
+    cdef int kind = L.kind
+    if L.m == 0:
+        return
+    if L.format == _FORMAT_CSR:
+        if kind == _F32_I32:
+            _csr_rows(<const float*>L.data, <const int32_t*>L.indices,
+                      <const int32_t*>L.indptr, <const float*>x, 1.0, 0.0,
+                      <float*>y, 0, L.m)
+        elif kind == _F32_I64:
+            _csr_rows(<const float*>L.data, <const int64_t*>L.indices,
+                      <const int64_t*>L.indptr, <const float*>x, 1.0, 0.0,
+                      <float*>y, 0, L.m)
+        elif kind == _F64_I32:
+            _csr_rows(<const double*>L.data, <const int32_t*>L.indices,
+                      <const int32_t*>L.indptr, <const double*>x, 1.0, 0.0,
+                      <double*>y, 0, L.m)
+        else:
+            _csr_rows(<const double*>L.data, <const int64_t*>L.indices,
+                      <const int64_t*>L.indptr, <const double*>x, 1.0, 0.0,
+                      <double*>y, 0, L.m)
+    elif L.format == _FORMAT_BSR:
+        if kind == _F32_I32:
+            _bsr_rows_mat(<const float*>L.data, <const int32_t*>L.indices,
+                          <const int32_t*>L.indptr, L.r, L.c, <const float*>x, 1,
+                          1.0, 0.0, <float*>y, <float*>acc, 0, L.rows)
+        elif kind == _F32_I64:
+            _bsr_rows_mat(<const float*>L.data, <const int64_t*>L.indices,
+                          <const int64_t*>L.indptr, L.r, L.c, <const float*>x, 1,
+                          1.0, 0.0, <float*>y, <float*>acc, 0, L.rows)
+        elif kind == _F64_I32:
+            _bsr_rows_mat(<const double*>L.data, <const int32_t*>L.indices,
+                          <const int32_t*>L.indptr, L.r, L.c, <const double*>x, 1,
+                          1.0, 0.0, <double*>y, <double*>acc, 0, L.rows)
+        else:
+            _bsr_rows_mat(<const double*>L.data, <const int64_t*>L.indices,
+                          <const int64_t*>L.indptr, L.r, L.c, <const double*>x, 1,
+                          1.0, 0.0, <double*>y, <double*>acc, 0, L.rows)
+    else:
+        if kind == _U8_I32:
+            _qcsr_rows(<const signed char*>L.data, <const uint8_t*>L.indices,
+                       <const int32_t*>L.indptr, L.scales, <const float*>x, 1.0,
+                       0.0, <float*>y, 0, L.m)
+        elif kind == _U8_I64:
+            _qcsr_rows(<const signed char*>L.data, <const uint8_t*>L.indices,
+                       <const int64_t*>L.indptr, L.scales, <const float*>x, 1.0,
+                       0.0, <float*>y, 0, L.m)
+        elif kind == _U16_I32:
+            _qcsr_rows(<const signed char*>L.data, <const uint16_t*>L.indices,
+                       <const int32_t*>L.indptr, L.scales, <const float*>x, 1.0,
+                       0.0, <float*>y, 0, L.m)
+        elif kind == _U16_I64:
+            _qcsr_rows(<const signed char*>L.data, <const uint16_t*>L.indices,
+                       <const int64_t*>L.indptr, L.scales, <const float*>x, 1.0,
+                       0.0, <float*>y, 0, L.m)
+        elif kind == _I32_I32:
+            _qcsr_rows(<const signed char*>L.data, <const int32_t*>L.indices,
+                       <const int32_t*>L.indptr, L.scales, <const float*>x, 1.0,
+                       0.0, <float*>y, 0, L.m)
+        else:
+            _qcsr_rows(<const signed char*>L.data, <const int32_t*>L.indices,
+                       <const int64_t*>L.indptr, L.scales, <const float*>x, 1.0,
+                       0.0, <float*>y, 0, L.m)
+    if L.f64:
+        _epilogue(&L.epilogue, <double*>y, 1, 0, L.m)
+    else:
+        _epilogue(&L.epilogue, <float*>y, 1, 0, L.m)
+
+
+cdef const void* _plan_run(const _PlanLayer* layers, int n_layers, const void* x,
+                           char* h0, char* h1, char* acc) noexcept nogil:
+    """The layers in turn from x, alternating between the scratch vectors
+    h1 and h0 (layer 0 writes h1, so x may be a copy in h0); returns the
+    last layer's output (h0 or h1)."""
+    cdef const void* current = x
+    cdef char* target
+    cdef int l
+    for l in range(n_layers):
+        target = h1 if l % 2 == 0 else h0
+        _plan_layer(&layers[l], current, target, acc)
+        current = target
+    return current
+
+
+cdef class MLPPlan:
+    """A chain of sparse layers compiled for one sample at a time: the
+    backend-specific part of ``kernels.nn.SparseMLP`` on 1-D input.
+
+    ``MLPPlan(layers)``: ``layers`` is a sequence of (format, (m, n),
+    arrays, activation) per layer, where format is "csr", "bsr" or "int8",
+    (m, n) the weight's shape, ``arrays`` the arguments that layer's kernel
+    takes before X (csr_layer's data, indices, indptr, bias; bsr_layer's
+    the same with (n_blocks, r, c) data; qcsr_layer's values, indices,
+    indptr, scales, bias) and activation a code of csr_layer.  The dtypes
+    are those the layer kernels accept (TypeError otherwise), every layer
+    computes in one dtype and each layer's n is the previous m
+    (ValueError otherwise).  The structure is trusted, as by the kernels:
+    the caller validated it (the matrix classes do, at construction).
+
+    The plan holds a buffer of every array for its whole life: the arrays
+    stay alive and cannot be resized, and a call reads their current
+    values (modifying values in place is seen, as by the kernels; modifying
+    indices or indptr is as unsafe as for every kernel).
+
+    A call (``forward``, ``classify``) takes a 1-D buffer of float32 or
+    float64 (any stride), converts it once when its dtype or stride is not
+    the model's contiguous dtype (a C cast, as np.copyto), and runs every
+    layer in one C loop: per layer, the row loops of the layer kernel for a
+    batch of one and its bias-and-activation epilogue, on one thread, so
+    the output is bit-identical to the layer-by-layer path.  Work
+    O(sum of stored entries + rows over the layers); moves each layer's
+    bytes once (values, indices, indptr, scales, bias) and the activations
+    from two scratch vectors of the widest layer, per call on the C stack
+    (malloc beyond 8 kB): calls from several threads share nothing but the
+    read-only weights.  The GIL is released from 4096 stored entries +
+    rows of work.
+    """
+
+    cdef _PlanLayer* _layers
+    cdef _Arrays* _buffers  # one set of held buffers per layer
+    cdef int _n_layers
+    cdef bint _f64
+    cdef bint _release_gil
+    cdef Py_ssize_t _n_in
+    cdef Py_ssize_t _m_out
+    cdef Py_ssize_t _vector_bytes
+    cdef Py_ssize_t _scratch_bytes
+    cdef object _dtype
+    cdef object _empty
+
+    def __cinit__(self, layers):
+        cdef Py_ssize_t width, max_r = 1, work = 0, itemsize
+        cdef _PlanLayer* L
+        cdef int l
+        layers = tuple(layers)
+        if not layers:
+            raise ValueError("layers must hold at least one layer")
+        self._layers = <_PlanLayer*>calloc(len(layers), sizeof(_PlanLayer))
+        self._buffers = <_Arrays*>calloc(len(layers), sizeof(_Arrays))
+        if self._layers == NULL or self._buffers == NULL:
+            raise MemoryError()
+        self._n_layers = len(layers)  # each _Arrays.n is 0: nothing to release yet
+        for l in range(self._n_layers):
+            fmt, shape, arrays, activation = layers[l]
+            self._add(l, fmt, shape, tuple(arrays), activation)
+            L = &self._layers[l]
+            if L.f64 != self._layers[0].f64:
+                raise ValueError(
+                    f"layers must compute in one dtype: layer 0 is "
+                    f"{'float64' if self._layers[0].f64 else 'float32'} and "
+                    f"layer {l} {'float64' if L.f64 else 'float32'}")
+            if l > 0 and L.n != self._layers[l - 1].m:
+                raise ValueError(
+                    f"layers do not chain: layer {l - 1} has "
+                    f"{self._layers[l - 1].m} outputs but layer {l} has {L.n} "
+                    "inputs")
+            max_r = max(max_r, L.r)
+            work += self._buffers[l].view[0].shape[0] * L.r * L.c + L.m
+        self._f64 = self._layers[0].f64
+        self._n_in = self._layers[0].n
+        self._m_out = self._layers[self._n_layers - 1].m
+        width = self._n_in
+        for l in range(self._n_layers):
+            width = max(width, self._layers[l].m)
+        itemsize = 8 if self._f64 else 4
+        self._vector_bytes = (width * itemsize + _ALIGN - 1) // _ALIGN * _ALIGN
+        self._scratch_bytes = 2 * self._vector_bytes + max_r * itemsize + _ALIGN
+        self._release_gil = work >= _PLAN_NOGIL_WORK
+        import numpy
+        self._dtype = numpy.dtype(numpy.float64 if self._f64 else numpy.float32)
+        self._empty = numpy.empty
+
+    def __dealloc__(self):
+        cdef int l
+        if self._buffers != NULL:
+            for l in range(self._n_layers):
+                _release(&self._buffers[l])
+        free(self._buffers)
+        free(self._layers)
+
+    cdef int _add(self, int l, fmt, shape, tuple arrays, activation) except -1:
+        """Take layer l's buffers and fill in its _PlanLayer."""
+        cdef _Arrays* a = &self._buffers[l]
+        cdef const Py_buffer* b = a.view
+        cdef _PlanLayer* L = &self._layers[l]
+        cdef int code = _FORMAT_CODES.get(fmt, -1) if isinstance(fmt, str) else -1
+        cdef int expected = 5 if code == _FORMAT_QUANTISED else 4
+        if code < 0:
+            raise ValueError(f"layer {l}: format must be 'csr', 'bsr' or 'int8', "
+                             f"got {fmt!r}")
+        if len(arrays) != expected:
+            raise ValueError(f"layer {l}: {fmt} takes {expected} arrays, got "
+                             f"{len(arrays)}")
+        L.format = code
+        L.m, L.n = shape
+        L.epilogue.activation = activation
+        if not _IDENTITY <= L.epilogue.activation <= _SIGMOID:
+            raise ValueError(f"layer {l}: unknown activation code {activation!r}")
+        if code == _FORMAT_QUANTISED:
+            _take(a, arrays[0], 1, False, b"values")
+            _take(a, arrays[1], 1, False, b"indices")
+            _take(a, arrays[2], 1, False, b"indptr")
+            _take(a, arrays[3], 1, False, b"scales")
+            _take(a, arrays[4], 1, False, b"bias")
+            L.kind = _quantised_kind(a, "MLPPlan")
+            L.f64 = False
+            L.scales = <const float*>b[3].buf
+            L.epilogue.bias = b[4].buf
+            L.r = L.c = 1
+            if b[3].shape[0] != L.m:
+                raise ValueError(f"layer {l}: scales must have {L.m} entries, got "
+                                 f"{b[3].shape[0]}")
+        else:
+            _take(a, arrays[0], 3 if code == _FORMAT_BSR else 1, False, b"data")
+            _take(a, arrays[1], 1, False, b"indices")
+            _take(a, arrays[2], 1, False, b"indptr")
+            _take(a, arrays[3], 1, False, b"bias")
+            L.kind = _float_kind(a, "MLPPlan")
+            L.f64 = L.kind == _F64_I32 or L.kind == _F64_I64
+            L.scales = NULL
+            L.epilogue.bias = b[3].buf
+            L.r = b[0].shape[1] if code == _FORMAT_BSR else 1
+            L.c = b[0].shape[2] if code == _FORMAT_BSR else 1
+        L.data = b[0].buf
+        L.indices = b[1].buf
+        L.indptr = b[2].buf
+        L.rows = b[2].shape[0] - 1
+        if (L.m < 0 or L.n < 0 or L.rows < 0 or L.r < 1 or L.c < 1
+                or L.rows * L.r != L.m or L.n % L.c != 0):
+            raise ValueError(f"layer {l}: indptr of {b[2].shape[0]} entries and "
+                             f"blocks of {L.r} x {L.c} do not fit shape "
+                             f"({L.m}, {L.n})")
+        if b[expected - 1].shape[0] != L.m:
+            raise ValueError(f"layer {l}: bias must have {L.m} entries, got "
+                             f"{b[expected - 1].shape[0]}")
+        return 0
+
+    @property
+    def in_features(self):
+        return self._n_in
+
+    @property
+    def out_features(self):
+        return self._m_out
+
+    @property
+    def dtype(self):
+        """float32 or float64: what the layers compute in and return."""
+        return self._dtype
+
+    cdef const void* _run(self, x, char* scratch) except? NULL:
+        """The last layer's output (in scratch, aligned, of at least
+        _scratch_bytes) for x, or NULL when x is not a 1-D float32 or float64
+        buffer of in_features entries."""
+        cdef Py_buffer view
+        cdef _Dtype dtype
+        cdef char* h0 = _aligned(scratch)
+        cdef char* h1 = h0 + self._vector_bytes
+        cdef char* acc = h1 + self._vector_bytes
+        cdef const _PlanLayer* layers = self._layers
+        cdef int n_layers = self._n_layers
+        cdef const void* source
+        cdef const void* result = NULL
+        cdef const char* p
+        cdef Py_ssize_t i, n = self._n_in, stride
+        try:
+            PyObject_GetBuffer(x, &view, PyBUF_STRIDES | PyBUF_FORMAT)
+        except (BufferError, TypeError, ValueError):
+            return NULL
+        try:
+            dtype = _dtype_of(&view)
+            if (view.ndim != 1 or view.shape[0] != n
+                    or (dtype != _FLOAT32 and dtype != _FLOAT64)):
+                return NULL
+            stride = view.strides[0]
+            source = view.buf
+            if (dtype == _FLOAT64) != self._f64 or stride != view.itemsize:
+                # one conversion (or gather) of the input into h0
+                p = <const char*>view.buf
+                for i in range(n):
+                    if self._f64:
+                        (<double*>h0)[i] = (
+                            (<const double*>(p + i * stride))[0] if dtype == _FLOAT64
+                            else <double>(<const float*>(p + i * stride))[0])
+                    else:
+                        (<float*>h0)[i] = (
+                            <float>(<const double*>(p + i * stride))[0]
+                            if dtype == _FLOAT64
+                            else (<const float*>(p + i * stride))[0])
+                source = h0
+            if self._release_gil:
+                with nogil:
+                    result = _plan_run(layers, n_layers, source, h0, h1, acc)
+            else:
+                result = _plan_run(layers, n_layers, source, h0, h1, acc)
+        finally:
+            PyBuffer_Release(&view)
+        return result
+
+    cdef object _forward(self, x, bint subtract_max):
+        """forward, or forward_minus_max with subtract_max."""
+        cdef double stack[_PLAN_STACK_DOUBLES]
+        cdef char* heap = NULL
+        cdef char* scratch = <char*>stack
+        cdef const void* result
+        cdef Py_buffer view
+        cdef Py_ssize_t i, m = self._m_out
+        cdef float top32
+        cdef double top64
+        if self._scratch_bytes > <Py_ssize_t>sizeof(stack):
+            scratch = heap = <char*>malloc(self._scratch_bytes)
+            if heap == NULL:
+                raise MemoryError()
+        try:
+            result = self._run(x, scratch)
+            if result == NULL:
+                return None
+            out = self._empty(m, self._dtype)
+            # a new array is C-contiguous: no shape, strides or format needed
+            PyObject_GetBuffer(out, &view, PyBUF_WRITABLE)
+            memcpy(view.buf, result, view.len)
+            if subtract_max and m > 0:
+                # the maximum is exact whatever the order; NaN if any is NaN
+                if self._f64:
+                    top64 = (<double*>view.buf)[0]
+                    for i in range(1, m):
+                        if not (top64 >= (<double*>view.buf)[i]) and not isnan(top64):
+                            top64 = (<double*>view.buf)[i]
+                    for i in range(m):
+                        (<double*>view.buf)[i] = (<double*>view.buf)[i] - top64
+                else:
+                    top32 = (<float*>view.buf)[0]
+                    for i in range(1, m):
+                        if not (top32 >= (<float*>view.buf)[i]) and not isnan(top32):
+                            top32 = (<float*>view.buf)[i]
+                    for i in range(m):
+                        (<float*>view.buf)[i] = (<float*>view.buf)[i] - top32
+            PyBuffer_Release(&view)
+            return out
+        finally:
+            free(heap)
+
+    def forward(self, x):
+        """A new array of the last layer's out_features outputs, in the
+        plan's dtype, for the vector x; None (nothing run) when x is not a
+        1-D float32 or float64 buffer of in_features entries (the caller's
+        general path converts or rejects it)."""
+        return self._forward(x, False)
+
+    def forward_minus_max(self, x):
+        """forward's outputs z minus their maximum, z - max(z), in the
+        plan's dtype: the first step of a softmax that cannot overflow, with
+        NumPy's results (the maximum is NaN when an output is; the
+        subtraction rounds as NumPy's), but no floating-point warnings (a
+        difference that overflows is -inf, as there).  None as forward."""
+        return self._forward(x, True)
+
+    def classify(self, x, double cut):
+        """The class index of the vector x as an int: for several outputs,
+        the index of the largest (the first one, or the first NaN, as
+        np.argmax); for one output, 1 if it is > cut, else 0.  -1 (nothing
+        run) when x is not a 1-D float32 or float64 buffer of in_features
+        entries, or the network has no outputs."""
+        cdef double stack[_PLAN_STACK_DOUBLES]
+        cdef char* heap = NULL
+        cdef char* scratch = <char*>stack
+        cdef const void* result
+        cdef Py_ssize_t i, best = 0
+        cdef double v, top
+        if self._m_out == 0:
+            return -1
+        if self._scratch_bytes > <Py_ssize_t>sizeof(stack):
+            scratch = heap = <char*>malloc(self._scratch_bytes)
+            if heap == NULL:
+                raise MemoryError()
+        try:
+            result = self._run(x, scratch)
+            if result == NULL:
+                return -1
+            # float32 outputs widened to double: exact, same order and NaNs
+            top = ((<const double*>result)[0] if self._f64
+                   else (<const float*>result)[0])
+            if self._m_out == 1:
+                return 1 if top > cut else 0
+            if isnan(top):
+                return 0
+            for i in range(1, self._m_out):
+                v = ((<const double*>result)[i] if self._f64
+                     else (<const float*>result)[i])
+                if isnan(v):
+                    return i
+                if v > top:
+                    top, best = v, i
+            return best
+        finally:
+            free(heap)
