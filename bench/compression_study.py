@@ -45,7 +45,7 @@ PENALTIES = (
     ("l1", 0.0),
     ("cumulative_l1+group_l1", 0.25),
 )
-BETAS = (5e-3, 8e-3, 1.2e-2)
+BETAS = (5e-3, 1e-2, 2e-2, 4e-2, 8e-2)
 STEPS = (0.05, 0.1, 0.2, 0.4, 0.8)
 LAMBDAS = (("sgd", "sgd", None), ("svrg", "svrg", None)) + tuple(
     (f"lambda {lam}", "svrg", lam) for lam in (0.6, 0.7, 0.8)
@@ -182,8 +182,9 @@ def pareto_table(rows):
 
 def lambda_table(rows):
     lines = [
-        "| problem | method | IFOs | final training loss | test accuracy | non-zeros |",
-        "|---|---|---:|---:|---:|---:|",
+        "| problem | method | best step | IFOs | final training loss | objective "
+        "| test accuracy | non-zeros |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(

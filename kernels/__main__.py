@@ -28,8 +28,8 @@ def _parser():
         "demo",
         help="the main job: train, compress and measure a sparse MLP on digits",
         description="Train the dense 64-300-100-10 baseline on the embedded "
-        "digits (75/25 stratified split, fixed seed), train it sparse with the "
-        "cumulative l1 penalty, prune dead neurons, quantise, and print "
+        "digits (75/25 stratified split, fixed seed), train it sparse with an "
+        "l1 penalty, prune dead neurons, quantise, and print "
         "accuracy, size, compression ratio and inference time.",
     )
     cli.add_training_options(demo, data=False)

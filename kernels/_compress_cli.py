@@ -52,10 +52,10 @@ def add_training_options(parser, data=True):
     parser.add_argument(
         "--penalty",
         choices=[p for p in PENALTIES if p],
-        default="cumulative_l1",
+        default="l1",
     )
     parser.add_argument(
-        "--beta", type=float, default=8e-3, help="l1 strength (default: 8e-3)"
+        "--beta", type=float, default=1.5e-2, help="l1 strength (default: 1.5e-2)"
     )
     parser.add_argument(
         "--group-beta",

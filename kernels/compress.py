@@ -7,9 +7,10 @@ quantise, deploy, measure.
    set), later folded into the first layer so the deployed model takes raw
    inputs;
 2. train the dense baseline (Adam, no penalty) for the comparison;
-3. train with a sparsity penalty (``kernels.train.train_mlp``: the
-   cumulative l1 penalty and SGD by default, the source's method, with
-   the decaying step);
+3. train with a sparsity penalty (``kernels.train.train_mlp``: SGD with
+   the decaying step and prox l1 by default; the source's cumulative l1
+   penalty is the alternative, less accurate at equal compression on
+   digits, see ``bench/compression_study.py``);
 4. remove dead neurons (``remove_dead_neurons``), then fine-tune the
    surviving weights with the sparsity pattern fixed (Adam);
 5. quantise the survivors (``bits`` = 8, 6 or 4, one scale per row) and
@@ -399,8 +400,8 @@ def compress(
     *,
     optimizer="sgd",
     lam=None,
-    penalty="cumulative_l1",
-    beta=8e-3,
+    penalty="l1",
+    beta=1.5e-2,
     group_beta=0.0,
     step=None,
     step_decay=0.1,

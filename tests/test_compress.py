@@ -11,6 +11,7 @@ from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
+from _support import run_python
 
 from kernels.__main__ import main
 from kernels.compress import (
@@ -341,3 +342,18 @@ def test_plot_writes_the_figures(tmp_path):
     for path in figures:
         with open(path, "rb") as file:
             assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_needs_neither_scipy_nor_numba(tmp_path, result):
+    path = str(tmp_path / "model.npz")
+    result.model.save(path)
+    code = (
+        "import sys\n"
+        "for name in ('scipy', 'numba', 'sklearn', 'matplotlib'):\n"
+        "    sys.modules[name] = None\n"
+        "from kernels.__main__ import main\n"
+        f"sys.exit(main(['predict', {path!r}, '--json']))\n"
+    )
+    completed = run_python(code)
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["accuracy"] == pytest.approx(result.accuracy)
