@@ -297,7 +297,10 @@ def train_mlp(
     constants (warmup_stages=1, theta=0.5, min_batch_exponent=0.88,
     inner_batch_exponent=0.625, lam_unbiased=0.4, lam_biased=0.75,
     step_exponent_unbiased=5/32, step_exponent_biased=3/32: ALGORITHMS.md
-    section 2 and ``kernels.solvers.vcsg``).
+    section 2 and ``kernels.solvers.vcsg``).  VCSG's stage batch bounds the
+    sampling variance by theta * ||mu||^2, mu the previous stage's mean
+    gradient (of the loss, without the penalty), with sigma^2 from that
+    batch's per-sample gradient norms (``MLP.gradient(sample_norms=True)``).
     """
     X = np.ascontiguousarray(_checks.as_float_array(X, "X"), np.float32)
     y = np.asarray(y)
