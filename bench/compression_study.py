@@ -99,7 +99,7 @@ def pareto(seeds, log):
                 }
                 rows.append(row)
                 log(
-                    f"{label:11s} {penalty:24s} beta {beta:.0e}: accuracy "
+                    f"{label:11s} {penalty:24s} beta {beta:.3g}: accuracy "
                     f"{100 * row['accuracy']:.2f}% (dense "
                     f"{100 * row['dense_accuracy']:.2f}%), ratio {row['ratio']:.0f}x"
                 )
@@ -183,7 +183,7 @@ def pareto_table(rows):
     ]
     for r in rows:
         lines.append(
-            f"| {r['optimizer']} | {r['penalty']} | {r['beta']:.0e} | "
+            f"| {r['optimizer']} | {r['penalty']} | {r['beta']:.3g} | "
             f"{100 * r['accuracy']:.2f}% | {100 * r['dense_accuracy']:.2f}% | "
             f"{r['ratio']:.0f}x | {r['bytes']:.0f} | {r['nnz']:.0f} |"
         )
@@ -245,12 +245,19 @@ def main(argv=None):
     parser.add_argument(
         "--replot",
         action="store_true",
-        help="redraw pareto.png from --out's results.json, without training",
+        help="redraw pareto.png and rewrite pareto.md from --out's results.json, "
+        "without training",
     )
     args = parser.parse_args(argv)
     if args.replot:
         with open(os.path.join(args.out, "results.json")) as file:
-            plot(json.load(file)["pareto"], os.path.join(args.out, "pareto.png"))
+            results = json.load(file)
+        plot(results["pareto"], os.path.join(args.out, "pareto.png"))
+        path = os.path.join(args.out, "pareto.md")
+        with open(path) as file:
+            header = file.read().split("\n\n")[0]
+        with open(path, "w") as file:
+            file.write(header + "\n\n" + pareto_table(results["pareto"]) + "\n")
         return
     os.makedirs(args.out, exist_ok=True)
     seeds = list(range(args.seeds))

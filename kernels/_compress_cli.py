@@ -373,7 +373,8 @@ def run_predict(args):
             f"({labels.dtype}) are of different kinds"
         )
     accuracy = float(np.mean(predicted == labels))
-    batch1 = pipeline._seconds_per_call(model.forward, np.ascontiguousarray(X[0]))
+    x = np.ascontiguousarray(X[0])
+    batch1 = pipeline._seconds_per_call((model.forward,), x)[0]
     result = {
         "model": args.model,
         "samples": len(X),

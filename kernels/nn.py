@@ -413,7 +413,18 @@ class SparseMLP:
         1 us for a network of a few hundred weights.
         """
         if type(X) is np.ndarray and X.ndim == 1:
-            plan = self._sample_plan(backend, threads)
+            plan = self._plan
+            if not (
+                # the usual call, checked inline: a function call is a fifth
+                # of the plan's own time on a small network
+                plan is not None
+                and backend is None
+                and threads is None
+                and self._threads is None
+                and self._nnz < PARALLEL_MIN_WORK
+                and (self._backend or get_backend()) == "cython"
+            ):
+                plan = self._sample_plan(backend, threads)
             if plan is not None:
                 Y = plan.forward(X)
                 if Y is not None:
