@@ -360,11 +360,11 @@ def run_predict(args):
             f"the model takes {model.in_features} features but the data has "
             f"{X.shape[1]}"
         )
+    if model.classes is None:
+        raise ValueError("the model file has no class labels")
     start = time.perf_counter()
     predicted = model.predict(X)
     seconds = time.perf_counter() - start
-    if model.classes is None:
-        raise ValueError("the model file has no class labels")
     if predicted.dtype.kind != labels.dtype.kind and not (
         predicted.dtype.kind in "iu" and labels.dtype.kind in "iu"
     ):
@@ -398,26 +398,8 @@ def run_predict(args):
 
 def _test_set(path):
     """(X, y) of an .npz data file: X_test and y_test, or X and y."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            files = set(archive.files)
-            for x_key, y_key in (("X_test", "y_test"), ("X", "y")):
-                if {x_key, y_key} <= files:
-                    X, y = archive[x_key], archive[y_key]
-                    break
-            else:
-                raise ValueError("needs X_test and y_test (or X and y)")
-    except FileNotFoundError:
-        raise ValueError(f"--data: no such file: {path}") from None
-    except ValueError as exc:
-        raise ValueError(f"{path}: {exc}") from None
-    except Exception as exc:
-        raise ValueError(f"{path}: not a valid .npz file ({exc})") from None
-    if X.ndim != 2 or X.dtype.kind not in "iuf" or y.shape != (len(X),):
-        raise ValueError(
-            f"{path}: X must be a 2-D real array and y one label per row, got "
-            f"shapes {X.shape} and {y.shape}"
-        )
-    if not np.isfinite(X).all():
-        raise ValueError(f"{path}: X holds NaN or inf")
+    arrays = pipeline.read_samples(path, [("X_test", "y_test"), ("X", "y")])
+    X, y = (
+        arrays[k] for k in (("X_test", "y_test") if "X_test" in arrays else ("X", "y"))
+    )
     return X.astype(np.float32), y

@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kernels.nn import SparseLinear, SparseMLP
-from kernels.sparse import CSRMatrix, QuantizedCSR
+from kernels.nn import SparseMLP
 from kernels.train import MLP, OPTIMIZERS, PENALTIES, train_mlp
 
 __all__ = [
@@ -98,6 +97,56 @@ def load_digits(seed=0, test_size=0.25):
     return Dataset(X[train], y[train], X[test], y[test], np.arange(10), name="digits")
 
 
+def read_samples(path, key_sets):
+    """{key: array} of the first set of keys in ``key_sets`` that the .npz
+    file ``path`` holds in full (no pickle), each (X, y) pair checked: X a
+    2-D real array with rows and finite values, y 1-D with one label per
+    row.  ``key_sets``: tuples of keys, X_* and y_* keys in pairs.  Any
+    problem, a missing or unreadable file included, is a ValueError naming
+    the file."""
+    name = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            for keys in key_sets:
+                if set(keys) <= set(archive.files):
+                    arrays = {key: archive[key] for key in keys}
+                    break
+            else:
+                missing = [k for k in key_sets[0] if k not in archive.files]
+                wanted = " (or ".join(" and ".join(keys) for keys in key_sets)
+                raise ValueError(
+                    f"missing {', '.join(missing)}"
+                    if len(key_sets) == 1
+                    else f"needs {wanted}" + ")" * (len(key_sets) - 1)
+                )
+    except FileNotFoundError:
+        raise ValueError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise ValueError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ValueError(f"{name}: not a data file: {exc}") from None
+    except Exception as exc:  # a corrupt archive raises many types
+        raise ValueError(f"{name}: not a valid .npz file ({exc})") from None
+    for x_key in (key for key in arrays if key.startswith("X")):
+        y_key = "y" + x_key[1:]
+        X, y = arrays[x_key], arrays[y_key]
+        if X.ndim != 2 or X.dtype.kind not in "iuf":
+            raise ValueError(
+                f"{name}: {x_key} must be a 2-D real array, got "
+                f"dtype {X.dtype} and shape {X.shape}"
+            )
+        if y.ndim != 1 or len(y) != len(X):
+            raise ValueError(
+                f"{name}: {y_key} must be 1-D with one label per row of {x_key} "
+                f"({len(X)}), got shape {y.shape}"
+            )
+        if len(X) == 0:
+            raise ValueError(f"{name}: {x_key} has no rows")
+        if not np.isfinite(X).all():
+            raise ValueError(f"{name}: {x_key} holds NaN or inf")
+    return arrays
+
+
 def load_dataset(path):
     """A ``Dataset`` from an .npz file holding ``X_train``, ``y_train``,
     ``X_test``, ``y_test`` (no pickle): X real 2-D arrays with the same
@@ -105,36 +154,7 @@ def load_dataset(path):
     strings) of matching lengths, every test label seen in training.
     Anything else is a ValueError naming the file and the problem."""
     name = os.fspath(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            missing = [key for key in DATA_KEYS if key not in archive.files]
-            if missing:
-                raise ValueError(f"missing {', '.join(missing)}")
-            arrays = {key: archive[key] for key in DATA_KEYS}
-    except OSError as exc:
-        raise ValueError(f"{name}: cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise ValueError(f"{name}: not a data file: {exc}") from None
-    except Exception as exc:  # a corrupt archive raises many types
-        raise ValueError(f"{name}: not a valid .npz file ({exc})") from None
-    for side in ("train", "test"):
-        X, y = arrays[f"X_{side}"], arrays[f"y_{side}"]
-        if X.ndim != 2 or not (
-            np.issubdtype(X.dtype, np.integer) or np.issubdtype(X.dtype, np.floating)
-        ):
-            raise ValueError(
-                f"{name}: X_{side} must be a 2-D real array, got "
-                f"dtype {X.dtype} and shape {X.shape}"
-            )
-        if y.ndim != 1 or len(y) != len(X):
-            raise ValueError(
-                f"{name}: y_{side} must be 1-D with one label per row of X_{side} "
-                f"({len(X)}), got shape {y.shape}"
-            )
-        if len(X) == 0:
-            raise ValueError(f"{name}: X_{side} has no rows")
-        if not np.isfinite(X).all():
-            raise ValueError(f"{name}: X_{side} holds NaN or inf")
+    arrays = read_samples(path, [DATA_KEYS])
     if arrays["X_train"].shape[1] != arrays["X_test"].shape[1]:
         raise ValueError(
             f"{name}: X_train has {arrays['X_train'].shape[1]} columns but X_test "
@@ -237,14 +257,9 @@ def remove_dead_neurons(network):
 
 
 def _sparse_model(network, fmt, bits, classes):
-    layers = []
-    last = len(network.weights) - 1
-    for i, (W, b) in enumerate(zip(network.weights, network.biases, strict=True)):
-        weight = CSRMatrix.from_dense(W)
-        if fmt == "int8":
-            weight = QuantizedCSR.from_csr(weight, bits=bits)
-        layers.append(SparseLinear(weight, b, "identity" if i == last else "relu"))
-    return SparseMLP(layers, classes=classes)
+    return SparseMLP.from_dense(
+        network.weights, network.biases, fmt=fmt, bits=bits, classes=classes
+    )
 
 
 def deploy(
@@ -267,16 +282,6 @@ def deploy(
 
 
 # Measuring ---------------------------------------------------------------------
-
-
-def _dense_forward(weights, biases, x):
-    """The dense model in NumPy, as a user would write it."""
-    last = len(weights) - 1
-    for i, (W, b) in enumerate(zip(weights, biases, strict=True)):
-        x = W @ x + b if x.ndim == 1 else x @ W.T + b
-        if i < last:
-            x = np.maximum(x, 0.0)
-    return x
 
 
 ROUNDS = 15
@@ -307,15 +312,14 @@ def _seconds_per_call(funcs, arg, budget=0.1):
 
 def _latency(model, dense, X, budget):
     """Batch 1 (a 1-D sample) and batch 64: the compressed model's
-    ``forward`` against the dense model in NumPy, BLAS on one thread."""
-    weights, biases = dense
+    ``forward`` against the dense ``MLP``'s ``logits``, the NumPy a user
+    would write (a product, the bias, an in-place ReLU per layer), BLAS on
+    one thread."""
     rows = {}
     for batch in (1, 64):
         x = X[0] if batch == 1 else X[np.arange(batch) % len(X)]
         x = np.ascontiguousarray(x, np.float32)
-        ours, theirs = _seconds_per_call(
-            (model.forward, lambda v: _dense_forward(weights, biases, v)), x, budget
-        )
+        ours, theirs = _seconds_per_call((model.forward, dense.logits), x, budget)
         rows[batch] = {"compressed": ours, "dense": theirs, "speedup": theirs / ours}
     return rows
 
@@ -508,9 +512,7 @@ def compress(
     buffer = io.BytesIO()
     model.save(buffer)
     dense_raw = _fold_standardiser(dense_net, mean, scale)
-    latency = _latency(
-        model, (dense_raw.weights, dense_raw.biases), data.X_test, latency_budget
-    )
+    latency = _latency(model, dense_raw, data.X_test, latency_budget)
     layers = [
         {
             "shape": list(layer.weight.shape),

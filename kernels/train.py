@@ -110,7 +110,8 @@ class MLP:
 
     def loss(self, X, y):
         """Mean cross-entropy on (X, y), y class indices."""
-        return float(np.mean(_cross_entropy(self.logits(X), y)))
+        log_p = _log_softmax(self.logits(X))
+        return float(-np.mean(log_p[np.arange(len(y)), y]))
 
     def gradient(self, X, y, grads, sample_norms=False):
         """Write the gradient of the mean cross-entropy on (X, y) into
@@ -125,10 +126,11 @@ class MLP:
             if i < last:
                 np.maximum(Z, 0.0, out=Z)
             activations.append(Z)
-        logits = activations.pop()
-        losses = _cross_entropy(logits, y)
-        delta = _softmax(logits)
-        delta[np.arange(len(y)), y] -= 1.0
+        log_p = _log_softmax(activations.pop())
+        rows = np.arange(len(y))
+        loss = float(-np.mean(log_p[rows, y]))
+        delta = np.exp(log_p, out=log_p)  # the softmax, then minus the one-hot
+        delta[rows, y] -= 1.0
         norms = np.zeros(len(y)) if sample_norms else None
         k = float(len(y))
         for i in range(last, -1, -1):
@@ -144,19 +146,15 @@ class MLP:
             if i:
                 delta = delta @ self.weights[i]
                 delta *= A > 0
-        loss = float(np.mean(losses))
         return (loss, norms) if sample_norms else loss
 
 
-def _softmax(Z):
-    E = np.exp(Z - Z.max(axis=1, keepdims=True))
-    E /= E.sum(axis=1, keepdims=True)
-    return E
-
-
-def _cross_entropy(Z, y):
+def _log_softmax(Z):
+    """log softmax of each row of the logits Z, max-subtracted so that it
+    never overflows; the loss reads it, the gradient exponentiates it."""
     shifted = Z - Z.max(axis=1, keepdims=True)
-    return np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(y)), y]
+    shifted -= np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return shifted
 
 
 @dataclass
@@ -178,26 +176,25 @@ def _group_norm_shrink(weights, t):
     max(0, 1 - t / ||(row, column)||) (ALGORITHMS.md section 4)."""
     for i in range(len(weights) - 1):
         incoming, outgoing = weights[i], weights[i + 1]
-        norms = np.sqrt(
-            np.einsum("ij,ij->i", incoming, incoming)
-            + np.einsum("ij,ij->j", outgoing, outgoing)
-        )
+        norms = _neuron_norms(incoming, outgoing)
         with np.errstate(divide="ignore", invalid="ignore"):
             scale = np.where(norms > t, 1.0 - t / norms, 0.0).astype(np.float32)
         incoming *= scale[:, None]
         outgoing *= scale[None, :]
 
 
+def _neuron_norms(incoming, outgoing):
+    """||(row j of incoming, column j of outgoing)|| for each hidden unit j
+    between two layers."""
+    return np.sqrt(
+        np.einsum("ij,ij->i", incoming, incoming)
+        + np.einsum("ij,ij->j", outgoing, outgoing)
+    )
+
+
 def _group_penalty(weights):
     return sum(
-        float(
-            np.sum(
-                np.sqrt(
-                    np.einsum("ij,ij->i", weights[i], weights[i])
-                    + np.einsum("ij,ij->j", weights[i + 1], weights[i + 1])
-                )
-            )
-        )
+        float(np.sum(_neuron_norms(weights[i], weights[i + 1])))
         for i in range(len(weights) - 1)
     )
 
@@ -500,15 +497,16 @@ def _saga(run, batch_size, lam):
         for i in range(len(run.grads))
     ]
     mean = [m.astype(np.float32) for m in mean]
-    mu = [np.empty_like(m) for m in mean]
     while not run.done:
         for k in run.rng.permutation(len(blocks)):
             run.gradient(blocks[k])
-            for m, c in zip(mu, mean, strict=True):
-                m[...] = c
-            run.updater.step(run.step, run.grads, table[k], mu, lam)
+            run.updater.step(run.step, run.grads, table[k], mean, lam)
             for c, old, new in zip(mean, table[k], run.grads, strict=True):
-                c += weights[k] * (new - old)
+                # mean += w_k (new - old), then the entry becomes new; no
+                # temporaries (old holds the scaled difference in between)
+                np.subtract(new, old, out=old)
+                old *= weights[k]
+                c += old
                 old[...] = new
             if run.done:
                 break
