@@ -406,8 +406,9 @@ class SparseMLP:
         layer, plus one transposing copy in (none for one sample of the
         model's dtype, C-contiguous: it is read in place) and one out.
 
-        One sample, a 1-D float32 or float64 ndarray (any stride), on the
-        cython backend and one thread (``threads`` 1, or None for fewer than
+        One sample, a 1-D float32 or float64 ndarray (any stride) or a
+        batch of one of shape (1, in_features), on the cython backend and
+        one thread (``threads`` 1, or None for fewer than
         ``kernels.sparse.PARALLEL_MIN_WORK`` stored weights): one call of
         the compiled plan for the whole network, the same result, about
         1 us for a network of a few hundred weights.
@@ -429,6 +430,13 @@ class SparseMLP:
                 Y = plan.forward(X)
                 if Y is not None:
                     return Y
+        elif type(X) is np.ndarray and X.ndim == 2 and X.shape[0] == 1:
+            # a batch of one sample: the plan on its row, as shape (1, m)
+            plan = self._sample_plan(backend, threads)
+            if plan is not None:
+                Y = plan.forward(X[0])
+                if Y is not None:
+                    return Y.reshape(1, -1)
         X = _checks.real_array(X, "X")
         n = self._in_features
         if X.ndim not in (1, 2) or X.shape[-1] != n:

@@ -25,11 +25,14 @@ beta == 0.  With ``n_threads > 1`` and an OpenMP build, the rows are cut
 into one consecutive range per thread of about equal work (stored entries
 plus rows); the transposed products scatter into y and run serially.
 
-Beside the kernels, ``MLPPlan`` (a class, so outside the kernel contract:
-only this backend has it) runs one sample through a whole chain of layers
-in one call, for ``kernels.nn.SparseMLP``: the same row loops and
-epilogues as the layer kernels at batch 1, without a kernel call, a buffer
-acquisition per array and a Python loop per layer.
+Beside the kernels, two classes (outside the kernel contract: only this
+backend has them) hold a model's or a matrix's buffers once, so that a
+small product costs no buffer acquisition per array: ``MLPPlan`` runs one
+sample through a whole chain of layers in one call, for
+``kernels.nn.SparseMLP``: the same row loops and epilogues as the layer
+kernels at batch 1, without a kernel call per layer and a Python loop;
+``MatvecPlan`` runs one matrix-vector product of a CSR or quantised matrix,
+for ``kernels.spmv``: the row loops of csr_matvec / qcsr_matvec.
 """
 
 from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_STRIDES,
@@ -1477,11 +1480,12 @@ cdef struct _PlanLayer:
     Py_ssize_t c
 
 
-cdef void _plan_layer(const _PlanLayer* L, const void* x, void* y,
-                      void* acc) noexcept nogil:
-    """y = activation(W x + bias) for one layer: the row loops and the
-    epilogue that csr_layer, bsr_layer and qcsr_layer run for a batch of one
-    on one thread (alpha = 1, beta = 0), so the results are the same bits.
+cdef void _plan_layer(const _PlanLayer* L, const void* x, void* y, void* acc,
+                      double alpha, double beta) noexcept nogil:
+    """y = activation(alpha * W x + beta * y + bias) for one layer: the row
+    loops and the epilogue that csr_layer, bsr_layer and qcsr_layer run for
+    a batch of one on one thread (there alpha = 1, beta = 0; without a bias
+    the plain matvec kernels' loops), so the results are the same bits.
     acc holds the r row sums of a BSR block row."""
     cdef int kind = L.kind
     if L.m == 0:
@@ -1489,62 +1493,62 @@ cdef void _plan_layer(const _PlanLayer* L, const void* x, void* y,
     if L.format == _FORMAT_CSR:
         if kind == _F32_I32:
             _csr_rows(<const float*>L.data, <const int32_t*>L.indices,
-                      <const int32_t*>L.indptr, <const float*>x, 1.0, 0.0,
+                      <const int32_t*>L.indptr, <const float*>x, alpha, beta,
                       <float*>y, 0, L.m)
         elif kind == _F32_I64:
             _csr_rows(<const float*>L.data, <const int64_t*>L.indices,
-                      <const int64_t*>L.indptr, <const float*>x, 1.0, 0.0,
+                      <const int64_t*>L.indptr, <const float*>x, alpha, beta,
                       <float*>y, 0, L.m)
         elif kind == _F64_I32:
             _csr_rows(<const double*>L.data, <const int32_t*>L.indices,
-                      <const int32_t*>L.indptr, <const double*>x, 1.0, 0.0,
+                      <const int32_t*>L.indptr, <const double*>x, alpha, beta,
                       <double*>y, 0, L.m)
         else:
             _csr_rows(<const double*>L.data, <const int64_t*>L.indices,
-                      <const int64_t*>L.indptr, <const double*>x, 1.0, 0.0,
+                      <const int64_t*>L.indptr, <const double*>x, alpha, beta,
                       <double*>y, 0, L.m)
     elif L.format == _FORMAT_BSR:
         if kind == _F32_I32:
             _bsr_rows_mat(<const float*>L.data, <const int32_t*>L.indices,
                           <const int32_t*>L.indptr, L.r, L.c, <const float*>x, 1,
-                          1.0, 0.0, <float*>y, <float*>acc, 0, L.rows)
+                          alpha, beta, <float*>y, <float*>acc, 0, L.rows)
         elif kind == _F32_I64:
             _bsr_rows_mat(<const float*>L.data, <const int64_t*>L.indices,
                           <const int64_t*>L.indptr, L.r, L.c, <const float*>x, 1,
-                          1.0, 0.0, <float*>y, <float*>acc, 0, L.rows)
+                          alpha, beta, <float*>y, <float*>acc, 0, L.rows)
         elif kind == _F64_I32:
             _bsr_rows_mat(<const double*>L.data, <const int32_t*>L.indices,
                           <const int32_t*>L.indptr, L.r, L.c, <const double*>x, 1,
-                          1.0, 0.0, <double*>y, <double*>acc, 0, L.rows)
+                          alpha, beta, <double*>y, <double*>acc, 0, L.rows)
         else:
             _bsr_rows_mat(<const double*>L.data, <const int64_t*>L.indices,
                           <const int64_t*>L.indptr, L.r, L.c, <const double*>x, 1,
-                          1.0, 0.0, <double*>y, <double*>acc, 0, L.rows)
+                          alpha, beta, <double*>y, <double*>acc, 0, L.rows)
     else:
         if kind == _U8_I32:
             _qcsr_rows(<const signed char*>L.data, <const uint8_t*>L.indices,
-                       <const int32_t*>L.indptr, L.scales, <const float*>x, 1.0,
-                       0.0, <float*>y, 0, L.m)
+                       <const int32_t*>L.indptr, L.scales, <const float*>x, alpha,
+                       beta, <float*>y, 0, L.m)
         elif kind == _U8_I64:
             _qcsr_rows(<const signed char*>L.data, <const uint8_t*>L.indices,
-                       <const int64_t*>L.indptr, L.scales, <const float*>x, 1.0,
-                       0.0, <float*>y, 0, L.m)
+                       <const int64_t*>L.indptr, L.scales, <const float*>x, alpha,
+                       beta, <float*>y, 0, L.m)
         elif kind == _U16_I32:
             _qcsr_rows(<const signed char*>L.data, <const uint16_t*>L.indices,
-                       <const int32_t*>L.indptr, L.scales, <const float*>x, 1.0,
-                       0.0, <float*>y, 0, L.m)
+                       <const int32_t*>L.indptr, L.scales, <const float*>x, alpha,
+                       beta, <float*>y, 0, L.m)
         elif kind == _U16_I64:
             _qcsr_rows(<const signed char*>L.data, <const uint16_t*>L.indices,
-                       <const int64_t*>L.indptr, L.scales, <const float*>x, 1.0,
-                       0.0, <float*>y, 0, L.m)
+                       <const int64_t*>L.indptr, L.scales, <const float*>x, alpha,
+                       beta, <float*>y, 0, L.m)
         elif kind == _I32_I32:
             _qcsr_rows(<const signed char*>L.data, <const int32_t*>L.indices,
-                       <const int32_t*>L.indptr, L.scales, <const float*>x, 1.0,
-                       0.0, <float*>y, 0, L.m)
+                       <const int32_t*>L.indptr, L.scales, <const float*>x, alpha,
+                       beta, <float*>y, 0, L.m)
         else:
             _qcsr_rows(<const signed char*>L.data, <const int32_t*>L.indices,
-                       <const int64_t*>L.indptr, L.scales, <const float*>x, 1.0,
-                       0.0, <float*>y, 0, L.m)
+                       <const int64_t*>L.indptr, L.scales, <const float*>x, alpha,
+                       beta, <float*>y, 0, L.m)
     if L.f64:
         _epilogue(&L.epilogue, <double*>y, 1, 0, L.m)
     else:
@@ -1561,9 +1565,74 @@ cdef const void* _plan_run(const _PlanLayer* layers, int n_layers, const void* x
     cdef int l
     for l in range(n_layers):
         target = h1 if l % 2 == 0 else h0
-        _plan_layer(&layers[l], current, target, acc)
+        _plan_layer(&layers[l], current, target, acc, 1.0, 0.0)
         current = target
     return current
+
+
+cdef int _plan_add(_Arrays* a, _PlanLayer* L, int l, fmt, shape, tuple arrays,
+                   activation, str owner) except -1:
+    """Take layer l's buffers into a (empty) and fill in L from them.  A
+    bias of None (identity activation only) leaves the epilogue out: the
+    plain product."""
+    cdef const Py_buffer* b = a.view
+    cdef int code = _FORMAT_CODES.get(fmt, -1) if isinstance(fmt, str) else -1
+    cdef int expected = 5 if code == _FORMAT_QUANTISED else 4
+    if code < 0:
+        raise ValueError(f"layer {l}: format must be 'csr', 'bsr' or 'int8', "
+                         f"got {fmt!r}")
+    if len(arrays) != expected:
+        raise ValueError(f"layer {l}: {fmt} takes {expected} arrays, got "
+                         f"{len(arrays)}")
+    L.format = code
+    L.m, L.n = shape
+    L.epilogue.activation = activation
+    if not _IDENTITY <= L.epilogue.activation <= _SIGMOID:
+        raise ValueError(f"layer {l}: unknown activation code {activation!r}")
+    bias = arrays[expected - 1]
+    if bias is None and L.epilogue.activation != _IDENTITY:
+        raise ValueError(f"layer {l}: an activation needs a bias array")
+    L.epilogue.bias = NULL
+    if code == _FORMAT_QUANTISED:
+        _take(a, arrays[0], 1, False, b"values")
+        _take(a, arrays[1], 1, False, b"indices")
+        _take(a, arrays[2], 1, False, b"indptr")
+        _take(a, arrays[3], 1, False, b"scales")
+        if bias is not None:
+            _take(a, bias, 1, False, b"bias")
+            L.epilogue.bias = b[4].buf
+        L.kind = _quantised_kind(a, owner)
+        L.f64 = False
+        L.scales = <const float*>b[3].buf
+        L.r = L.c = 1
+        if b[3].shape[0] != L.m:
+            raise ValueError(f"layer {l}: scales must have {L.m} entries, got "
+                             f"{b[3].shape[0]}")
+    else:
+        _take(a, arrays[0], 3 if code == _FORMAT_BSR else 1, False, b"data")
+        _take(a, arrays[1], 1, False, b"indices")
+        _take(a, arrays[2], 1, False, b"indptr")
+        if bias is not None:
+            _take(a, bias, 1, False, b"bias")
+            L.epilogue.bias = b[3].buf
+        L.kind = _float_kind(a, owner)
+        L.f64 = L.kind == _F64_I32 or L.kind == _F64_I64
+        L.scales = NULL
+        L.r = b[0].shape[1] if code == _FORMAT_BSR else 1
+        L.c = b[0].shape[2] if code == _FORMAT_BSR else 1
+    L.data = b[0].buf
+    L.indices = b[1].buf
+    L.indptr = b[2].buf
+    L.rows = b[2].shape[0] - 1
+    if (L.m < 0 or L.n < 0 or L.rows < 0 or L.r < 1 or L.c < 1
+            or L.rows * L.r != L.m or L.n % L.c != 0):
+        raise ValueError(f"layer {l}: indptr of {b[2].shape[0]} entries and "
+                         f"blocks of {L.r} x {L.c} do not fit shape "
+                         f"({L.m}, {L.n})")
+    if bias is not None and b[expected - 1].shape[0] != L.m:
+        raise ValueError(f"layer {l}: bias must have {L.m} entries, got "
+                         f"{b[expected - 1].shape[0]}")
+    return 0
 
 
 cdef class MLPPlan:
@@ -1626,7 +1695,8 @@ cdef class MLPPlan:
         self._n_layers = len(layers)  # each _Arrays.n is 0: nothing to release yet
         for l in range(self._n_layers):
             fmt, shape, arrays, activation = layers[l]
-            self._add(l, fmt, shape, tuple(arrays), activation)
+            _plan_add(&self._buffers[l], &self._layers[l], l, fmt, shape,
+                      tuple(arrays), activation, "MLPPlan")
             L = &self._layers[l]
             if L.f64 != self._layers[0].f64:
                 raise ValueError(
@@ -1661,63 +1731,6 @@ cdef class MLPPlan:
                 _release(&self._buffers[l])
         free(self._buffers)
         free(self._layers)
-
-    cdef int _add(self, int l, fmt, shape, tuple arrays, activation) except -1:
-        """Take layer l's buffers and fill in its _PlanLayer."""
-        cdef _Arrays* a = &self._buffers[l]
-        cdef const Py_buffer* b = a.view
-        cdef _PlanLayer* L = &self._layers[l]
-        cdef int code = _FORMAT_CODES.get(fmt, -1) if isinstance(fmt, str) else -1
-        cdef int expected = 5 if code == _FORMAT_QUANTISED else 4
-        if code < 0:
-            raise ValueError(f"layer {l}: format must be 'csr', 'bsr' or 'int8', "
-                             f"got {fmt!r}")
-        if len(arrays) != expected:
-            raise ValueError(f"layer {l}: {fmt} takes {expected} arrays, got "
-                             f"{len(arrays)}")
-        L.format = code
-        L.m, L.n = shape
-        L.epilogue.activation = activation
-        if not _IDENTITY <= L.epilogue.activation <= _SIGMOID:
-            raise ValueError(f"layer {l}: unknown activation code {activation!r}")
-        if code == _FORMAT_QUANTISED:
-            _take(a, arrays[0], 1, False, b"values")
-            _take(a, arrays[1], 1, False, b"indices")
-            _take(a, arrays[2], 1, False, b"indptr")
-            _take(a, arrays[3], 1, False, b"scales")
-            _take(a, arrays[4], 1, False, b"bias")
-            L.kind = _quantised_kind(a, "MLPPlan")
-            L.f64 = False
-            L.scales = <const float*>b[3].buf
-            L.epilogue.bias = b[4].buf
-            L.r = L.c = 1
-            if b[3].shape[0] != L.m:
-                raise ValueError(f"layer {l}: scales must have {L.m} entries, got "
-                                 f"{b[3].shape[0]}")
-        else:
-            _take(a, arrays[0], 3 if code == _FORMAT_BSR else 1, False, b"data")
-            _take(a, arrays[1], 1, False, b"indices")
-            _take(a, arrays[2], 1, False, b"indptr")
-            _take(a, arrays[3], 1, False, b"bias")
-            L.kind = _float_kind(a, "MLPPlan")
-            L.f64 = L.kind == _F64_I32 or L.kind == _F64_I64
-            L.scales = NULL
-            L.epilogue.bias = b[3].buf
-            L.r = b[0].shape[1] if code == _FORMAT_BSR else 1
-            L.c = b[0].shape[2] if code == _FORMAT_BSR else 1
-        L.data = b[0].buf
-        L.indices = b[1].buf
-        L.indptr = b[2].buf
-        L.rows = b[2].shape[0] - 1
-        if (L.m < 0 or L.n < 0 or L.rows < 0 or L.r < 1 or L.c < 1
-                or L.rows * L.r != L.m or L.n % L.c != 0):
-            raise ValueError(f"layer {l}: indptr of {b[2].shape[0]} entries and "
-                             f"blocks of {L.r} x {L.c} do not fit shape "
-                             f"({L.m}, {L.n})")
-        if b[expected - 1].shape[0] != L.m:
-            raise ValueError(f"layer {l}: bias must have {L.m} entries, got "
-                             f"{b[expected - 1].shape[0]}")
-        return 0
 
     @property
     def in_features(self):
@@ -1878,3 +1891,107 @@ cdef class MLPPlan:
             return best
         finally:
             free(heap)
+
+
+cdef class MatvecPlan:
+    """One CSR or quantised matrix bound for y = alpha * A x + beta * y on
+    one thread: the backend-specific part of ``kernels.spmv``'s path for
+    its own matrices, where the kernel call's argument handling (a buffer
+    acquisition and dtype check per array) and the Python checks of x and
+    y would cost as much as the product of a small matrix.
+
+    ``MatvecPlan(format, (m, n), arrays)``: format "csr" or "int8",
+    ``arrays`` the arguments csr_matvec (data, indices, indptr) or
+    qcsr_matvec (values, indices, indptr, scales) takes before x, dtypes
+    as there (TypeError otherwise).  The structure is trusted, as by the
+    kernels: the caller validated it (the matrix classes do, at
+    construction).  Like ``MLPPlan``, the plan holds a buffer of every
+    array for its whole life (they stay alive and cannot be resized) and a
+    call reads their current values.
+
+    ``matvec(x, out, alpha, beta)`` runs the row loops of csr_matvec /
+    qcsr_matvec on one thread (the same bits) and returns y: ``out``, or a
+    new array when ``out`` is None.  It returns None, having run nothing,
+    unless x is a C-contiguous 1-D buffer of n entries of the matrix's
+    dtype, ``out`` is None (with beta == 0) or a writable C-contiguous 1-D
+    buffer of m entries of that dtype, and x and out do not overlap: the
+    caller's general path then converts or rejects the arguments.  The GIL
+    is released from 4096 stored entries + rows of work.
+    """
+
+    cdef _PlanLayer _layer
+    cdef _Arrays _buffers
+    cdef _Dtype _vector_dtype
+    cdef bint _release_gil
+    cdef object _dtype
+    cdef object _empty
+
+    def __cinit__(self, fmt, shape, arrays):
+        self._buffers.n = 0
+        if fmt != "csr" and fmt != "int8":
+            raise ValueError(f"format must be 'csr' or 'int8', got {fmt!r}")
+        _plan_add(&self._buffers, &self._layer, 0, fmt, shape,
+                  (*arrays, None), _IDENTITY, "MatvecPlan")
+        self._vector_dtype = _FLOAT64 if self._layer.f64 else _FLOAT32
+        self._release_gil = (self._buffers.view[0].shape[0] + self._layer.m
+                             >= _PLAN_NOGIL_WORK)
+        import numpy
+        self._dtype = numpy.dtype(numpy.float64 if self._layer.f64 else numpy.float32)
+        self._empty = numpy.empty
+
+    def __dealloc__(self):
+        _release(&self._buffers)
+
+    @property
+    def shape(self):
+        return (self._layer.m, self._layer.n)
+
+    @property
+    def dtype(self):
+        """float32 or float64: the dtype of x and y."""
+        return self._dtype
+
+    def matvec(self, x, out, double alpha, double beta):
+        """y = alpha * A x + beta * out (out not read when beta == 0), or
+        None when the arguments are not the simple case (see the class)."""
+        cdef Py_buffer xv, yv
+        cdef const _PlanLayer* L = &self._layer
+        cdef const char* x0
+        cdef const char* y0
+        try:
+            PyObject_GetBuffer(x, &xv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT)
+        except (BufferError, TypeError, ValueError):
+            return None
+        try:
+            if (xv.ndim != 1 or xv.shape[0] != L.n
+                    or _dtype_of(&xv) != self._vector_dtype):
+                return None
+            if out is None:
+                if beta != 0:
+                    return None
+                y = self._empty(L.m, self._dtype)
+            else:
+                y = out
+            try:
+                PyObject_GetBuffer(y, &yv,
+                                   PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE)
+            except (BufferError, TypeError, ValueError):
+                return None
+            try:
+                if (yv.ndim != 1 or yv.shape[0] != L.m
+                        or _dtype_of(&yv) != self._vector_dtype):
+                    return None
+                x0 = <const char*>xv.buf
+                y0 = <const char*>yv.buf
+                if x0 < y0 + yv.len and y0 < x0 + xv.len:
+                    return None  # x and y overlap
+                if self._release_gil:
+                    with nogil:
+                        _plan_layer(L, xv.buf, yv.buf, NULL, alpha, beta)
+                else:
+                    _plan_layer(L, xv.buf, yv.buf, NULL, alpha, beta)
+            finally:
+                PyBuffer_Release(&yv)
+        finally:
+            PyBuffer_Release(&xv)
+        return y

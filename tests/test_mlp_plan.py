@@ -1,9 +1,14 @@
 """The one-sample path of SparseMLP (forward, predict, predict_proba on 1-D
-input): on the cython backend, the compiled whole-network plan
-(kernels._cy.sparse.MLPPlan), which must give the bits of the
-layer-by-layer batch path and agree with the numpy reference; on the other
-backends, the layer-by-layer path.  Random models of every format and
-dtype combination, with width-1 and empty layers and every activation."""
+input or a batch of one): on the cython backend, the compiled
+whole-network plan (kernels._cy.sparse.MLPPlan), which must give the bits
+of the layer-by-layer batch path and agree with the numpy reference; on
+the other backends, the layer-by-layer path.  Random models of every
+format and dtype combination, with width-1 and empty layers and every
+activation.
+
+The layer-by-layer path of a batch of one is reached with ``threads=2``:
+the plan serves one thread only, and the threaded layer kernels sum each
+row with the same loop (so the same bits whether OpenMP is built or not)."""
 
 import threading
 import tracemalloc
@@ -133,7 +138,7 @@ def test_one_sample_is_the_batch_path_and_the_reference(
         y = net.forward(x)
         assert y.shape == (net.out_features,) and y.dtype == net.dtype
         assert y.flags.c_contiguous and y.flags.writeable and y.flags.owndata
-        np.testing.assert_array_equal(y, net.forward(x[None])[0])
+        np.testing.assert_array_equal(y, net.forward(x[None], threads=2)[0])
         assert_reference(y, net.forward(x, backend="numpy"), net.dtype)
     if backend == "cython":
         assert net._plan is not None  # the plan did serve these calls
@@ -146,7 +151,7 @@ def test_every_activation(formats, dtype, activation, rng):
     for x in samples(rng, net.in_features):
         x = x.astype(net.dtype)
         y = net.forward(x)
-        np.testing.assert_array_equal(y, net.forward(x[None])[0])
+        np.testing.assert_array_equal(y, net.forward(x[None], threads=2)[0])
         assert_reference(y, net.forward(x, backend="numpy"), net.dtype)
 
 
@@ -156,7 +161,9 @@ def test_single_layer_of_width_one_and_all_empty(fmt, rng):
         for empty in ((), (0,)):
             net = random_model(rng, (fmt,), np.float64, widths=widths, empty=empty)
             x = rng.standard_normal(widths[0]).astype(net.dtype)
-            np.testing.assert_array_equal(net.forward(x), net.forward(x[None])[0])
+            np.testing.assert_array_equal(
+                net.forward(x), net.forward(x[None], threads=2)[0]
+            )
 
 
 @pytest.mark.parametrize("index_dtype", [np.uint16, np.int32])
@@ -169,7 +176,7 @@ def test_wide_quantised_indices(index_dtype, rng):
     net = SparseMLP.from_dense([W, rng.uniform(-1, 1, (3, 6))], fmt="int8")
     assert net.layers[0].weight.indices.dtype == index_dtype
     x = rng.standard_normal(n).astype(np.float32)
-    np.testing.assert_array_equal(net.forward(x), net.forward(x[None])[0])
+    np.testing.assert_array_equal(net.forward(x), net.forward(x[None], threads=2)[0])
     assert_reference(net.forward(x), net.forward(x, backend="numpy"), np.float32)
 
 
@@ -178,8 +185,8 @@ def test_wide_layers_take_heap_scratch(rng):
     release the GIL."""
     net = random_model(rng, ("csr",), np.float64, widths=(40, 3000, 10))
     x = rng.standard_normal(40)
-    np.testing.assert_array_equal(net.forward(x), net.forward(x[None])[0])
-    assert net.predict(x) == net.predict(x[None])[0]
+    np.testing.assert_array_equal(net.forward(x), net.forward(x[None], threads=2)[0])
+    assert net.predict(x) == net.predict(x[None], threads=2)[0]
 
 
 # Inputs ----------------------------------------------------------------------
@@ -243,11 +250,13 @@ def test_nan_and_inf_inputs():
     for value in (np.nan, np.inf, -np.inf):
         x = rng.standard_normal(net.in_features)
         x[::3] = value
-        np.testing.assert_array_equal(net.forward(x), net.forward(x[None])[0])
-        assert net.predict(x) == net.predict(x[None])[0]
+        np.testing.assert_array_equal(
+            net.forward(x), net.forward(x[None], threads=2)[0]
+        )
+        assert net.predict(x) == net.predict(x[None], threads=2)[0]
         with np.errstate(invalid="ignore", over="ignore"):
             np.testing.assert_array_equal(
-                net.predict_proba(x), net.predict_proba(x[None])[0]
+                net.predict_proba(x), net.predict_proba(x[None], threads=2)[0]
             )
 
 
@@ -264,10 +273,10 @@ def test_predict_and_predict_proba(formats, dtype, backend, rng):
         net.backend = backend
         for x in samples(rng, net.in_features):
             label = net.predict(x)
-            assert label == net.predict(x[None])[0]
-            assert type(label) is type(net.predict(x[None])[0])
+            assert label == net.predict(x[None], threads=2)[0]
+            assert type(label) is type(net.predict(x[None], threads=2)[0])
             P = net.predict_proba(x)
-            np.testing.assert_array_equal(P, net.predict_proba(x[None])[0])
+            np.testing.assert_array_equal(P, net.predict_proba(x[None], threads=2)[0])
             assert P.dtype == net.dtype and P.shape == (7,)
         if classes is None:
             assert type(net.predict(x)) is np.intp
@@ -294,10 +303,10 @@ def test_single_output(activation):
     net = SparseMLP([SparseLinear(W, np.array([0.25]), activation)], classes=["n", "y"])
     for x in ([1.0, 0.0], [0.0, 1.0], [-0.25, 0.0], [0.5, 0.5], [np.nan, 0]):
         x = np.array(x)
-        assert net.predict(x) == net.predict(x[None])[0]
+        assert net.predict(x) == net.predict(x[None], threads=2)[0]
         with np.errstate(invalid="ignore"):  # sigmoid(NaN)
             np.testing.assert_array_equal(
-                net.predict_proba(x), net.predict_proba(x[None])[0]
+                net.predict_proba(x), net.predict_proba(x[None], threads=2)[0]
             )
 
 
@@ -308,7 +317,7 @@ def test_softmax_of_extreme_logits_never_warns():
         x = np.array([value], np.float32)
         with np.errstate(over="raise", invalid="raise", divide="raise"):
             P = net.predict_proba(x)
-        np.testing.assert_array_equal(P, net.predict_proba(x[None])[0])
+        np.testing.assert_array_equal(P, net.predict_proba(x[None], threads=2)[0])
         assert np.isclose(P.sum(), 1)
 
 
@@ -320,16 +329,20 @@ def test_plan_serves_only_cython_one_thread_one_sample(monkeypatch):
     rng = np.random.default_rng(5)
     net = random_model(rng, ("csr",), np.float64)
     x = rng.standard_normal(net.in_features)
-    expected = net.forward(x[None])[0]
+    expected = net.forward(x[None], threads=2)[0]
     for backend in BACKENDS:
         if backend != "cython":
             with kernels.use_backend(backend):
                 assert_reference(net.forward(x), expected, np.float64)
             assert_reference(net.forward(x, backend=backend), expected, np.float64)
-    assert net._plan is None  # no cython 1-D call yet
+    assert net._plan is None  # no cython one-sample call yet
     net.forward(x, threads=2)
-    net.forward(x[None])
+    net.forward(x[None], threads=2)
+    net.forward(np.stack([x, x]))
     assert net._plan is None
+    np.testing.assert_array_equal(net.forward(x[None], threads=1), expected[None])
+    assert net._plan is not None  # a batch of one takes the plan
+    net._plan = None
     np.testing.assert_array_equal(net.forward(x, threads=1), expected)
     plan = net._plan
     assert plan is not None
