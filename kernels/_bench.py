@@ -855,16 +855,26 @@ def _lambda_step_expression(a):
         kernels.cumulative_l1(a.w, a.state.received, a.state.total)
 
 
+def _lambda_step_numpy(a):
+    """The same step in NumPy alone: the soft-threshold written out."""
+    v = (1 - a.lam) * (a.g - a.s) + a.lam * a.mu
+    a.w -= a.step * v
+    np.multiply(np.sign(a.w), np.maximum(np.abs(a.w) - a.step * a.beta, 0), out=a.w)
+
+
 def _sgd_step_expression(a):
     a.w -= a.step * a.g
     kernels.prox_l1(a.w, a.step * a.beta, out=a.w)
 
 
-def _update_case(kernel, n, dtype, penalty="l1", sgd=False):
+def _update_case(kernel, n, dtype, penalty="l1", sgd=False, numpy_prox=False):
     """One in-place step on n parameters, as a training loop runs it.  The
     step and beta are small, so that thousands of timed calls leave the
     weights of the same size.  Bytes: read w and g (and s, mu), write w
-    (and read and write the cumulative penalty's state)."""
+    (and read and write the cumulative penalty's state).  The baseline
+    takes the penalty from this library (``kernels.prox_l1`` or
+    ``kernels.cumulative_l1``), or with ``numpy_prox`` writes the l1
+    soft-threshold in NumPy."""
     itemsize = np.dtype(dtype).itemsize
     arrays = 3 if sgd else 5
     if penalty == "cumulative_l1":
@@ -891,7 +901,14 @@ def _update_case(kernel, n, dtype, penalty="l1", sgd=False):
         shape=(n,),
         dtype=np.dtype(dtype).name,
         make_inputs=make_inputs,
-        baseline=_sgd_step_expression if sgd else _lambda_step_expression,
+        baseline=(
+            _sgd_step_expression
+            if sgd
+            else _lambda_step_numpy
+            if numpy_prox
+            else _lambda_step_expression
+        ),
+        baseline_name="NumPy expr, NumPy prox" if numpy_prox else "NumPy expr",
         ours=ours,
         bytes_moved=arrays * n * itemsize,
         copy_of="w",
@@ -903,6 +920,7 @@ def update_cases(quick):
     f32, f64 = np.float32, np.float64
     cases = [
         _update_case("prox_gradient_step lam l1", 10**6, f32),
+        _update_case("prox_gradient_step lam l1", 10**6, f32, numpy_prox=True),
         _update_case("prox_gradient_step lam cumulative", 10**6, f32, "cumulative_l1"),
         _update_case("prox_gradient_step sgd l1", 10**6, f32, sgd=True),
     ]
