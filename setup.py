@@ -1,5 +1,10 @@
 """Build every ``pyx/<name>.pyx`` into the extension ``kernels._cy.<name>``.
 
+A Tempita template ``pyx/<name>.pyx.tp`` (Cython.Tempita, as scikit-learn's
+``.pyx.tp`` files) stands for ``pyx/<name>.pyx``: build_ext renders it there
+before cythonize.  The rendered file is a build product (.gitignore); the
+template is the extension's source, so an sdist carries the template.
+
 Metadata lives in pyproject.toml; this file only describes the compiled part.
 No NumPy import and no NumPy headers (the Cython code uses typed memoryviews
 only), so a cross build needs no NumPy for the target.
@@ -22,6 +27,7 @@ import tempfile
 from glob import glob
 from pathlib import Path
 
+from Cython import Tempita
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -75,6 +81,20 @@ def _compiles_with_openmp(compiler, cflags, omp_cflags, omp_ldflags):
     return True
 
 
+def _render(template):
+    """Render the Tempita template ``pyx/<name>.pyx.tp`` into
+    ``pyx/<name>.pyx`` and return that path.  The file is written only when
+    its text changes, so that cythonize skips an unchanged module."""
+    target = Path(template.removesuffix(".tp"))
+    text = (
+        f"# Rendered from {Path(template).name} by setup.py: edit the template.\n"
+        + Tempita.Template.from_filename(template, encoding="utf-8").substitute()
+    )
+    if not target.exists() or target.read_text(encoding="utf-8") != text:
+        target.write_text(text, encoding="utf-8")
+    return str(target)
+
+
 class BuildExt(build_ext):
     """build_ext that cythonizes, then picks OpenMP or serial for the
     compiler it is about to use."""
@@ -102,6 +122,11 @@ class BuildExt(build_ext):
         super().build_extensions()
 
     def run(self):
+        for ext in self.extensions:
+            ext.sources = [
+                _render(source) if source.endswith(".pyx.tp") else source
+                for source in ext.sources
+            ]
         # cythonize() returns new Extension objects; keep ours (setuptools has
         # annotated them in finalize_options) and take only the C sources.
         generated = cythonize(
@@ -116,9 +141,13 @@ class BuildExt(build_ext):
         super().run()
 
 
+templates = glob("pyx/*.pyx.tp")
+sources = templates + [
+    source for source in glob("pyx/*.pyx") if f"{source}.tp" not in templates
+]
 extensions = [
-    Extension(f"kernels._cy.{Path(source).stem}", [source])
-    for source in sorted(glob("pyx/*.pyx"))
+    Extension(f"kernels._cy.{Path(source).name.split('.')[0]}", [source])
+    for source in sorted(sources)
 ]
 
 setup(ext_modules=extensions, cmdclass={"build_ext": BuildExt})
