@@ -186,6 +186,39 @@ def test_lazy_updates_over_long_intervals(backend, trial, rng):
     )
 
 
+@pytest.mark.parametrize("trial", range(16))
+@pytest.mark.parametrize("loss", [_codes.LOSS_SQUARED, _codes.LOSS_LOGISTIC])
+def test_table_epoch_one_sample_per_step(backend, loss, trial, rng):
+    """SAGA's usual call (one output, one sample per step, CSR, no penalty
+    or l1) has a path of its own in the cython backend: against the
+    reference with ridge or none, l1 or none, short and long waits between
+    reads, float32 and int32, and rows that repeat a column."""
+    inputs = _epoch_inputs(
+        rng,
+        _codes.METHOD_TABLE,
+        loss,
+        (_codes.PENALTY_NONE, _codes.PENALTY_L1)[trial % 2],
+        sparse=True,
+        n=30,
+        d=(12, 150)[trial // 8],
+        density=(0.3, 0.03)[trial // 8],
+        dtype=(np.float64, np.float32)[trial % 4 // 2],
+        itype=(np.int64, np.int32)[trial % 4 // 2],
+        batch_size=1,
+        fit_intercept=bool(trial % 8 < 4),
+    )
+    inputs["ridge"] = (0.0, 0.05)[trial % 8 // 4]
+    if trial % 3 == 0:  # a row that repeats a column, and one that is empty
+        indices, indptr = inputs["indices"], inputs["indptr"]
+        row = int(np.argmax(np.diff(indptr)))
+        if indptr[row + 1] - indptr[row] >= 2:
+            indices[indptr[row] + 1] = indices[indptr[row]]
+        inputs["samples"][:3] = int(np.argmin(np.diff(indptr)))
+    _assert_state_close(
+        _run_epoch(_kernels(backend), inputs), _run_epoch(reference, inputs), 1e-9
+    )
+
+
 def test_epoch_with_batch_longer_than_samples(backend, rng):
     inputs = _epoch_inputs(
         rng,

@@ -50,7 +50,9 @@ from kernels._codes import (
 
 
 def _row(data, indices, indptr, n_features, i):
-    """(values as float64, columns) of sample ``i``."""
+    """(values as float64, columns) of sample ``i``.  A row may repeat a
+    column (its entries then add up, as in scipy): scatters into columns go
+    through np.add.at, since ``a[columns] += b`` keeps only one of them."""
     if indptr.shape[0] == 0:
         start = i * n_features
         return data[start : start + n_features].astype(np.float64), indices
@@ -104,7 +106,7 @@ def linear_pass(
         margins = values @ coef[columns] + intercept
         value, derivative = _loss_and_derivative(loss, margins, y[i])
         derivatives[j] = derivative
-        grad[columns] += np.outer(values, derivative)
+        np.add.at(grad, columns, np.outer(values, derivative))
         grad_intercept += derivative
         total += value
     return total
@@ -247,7 +249,7 @@ def linear_epoch(
                     )[1]
                 weight = (cg * current + cs * reference) / batch.shape[0]
                 new_derivatives.append((values, columns, i, current))
-            partial[columns] += np.outer(values, weight)
+            np.add.at(partial, columns, np.outer(values, weight))
             partial_intercept += weight
         if method == METHOD_RECURSIVE:
             direction += partial
@@ -289,7 +291,7 @@ def linear_epoch(
             for values, columns, i, current in new_derivatives:
                 change = (current - table[i]) / n_samples_total
                 table[i] = current
-                direction[columns] += np.outer(values, change)
+                np.add.at(direction, columns, np.outer(values, change))
                 direction_intercept += change
 
 
