@@ -14,6 +14,9 @@ specification and its input contract).  What this module adds is speed:
   same (the map is affine there), and across a sign change (at most one:
   the map is monotone, so the iterates are too) by a closed-form jump to
   just before it and a few exact steps.
+* SAGA's usual call (one output, one sample per step, CSR, no penalty or
+  l1) takes ``_table_epoch_single``: the same iterates, in three passes
+  over a row on one record per coordinate, as in the cython backend.
 * On dense data, or with the group l1 and l0 penalties (not separable, or
   without a closed form), every step updates every coordinate, as the
   reference does.
@@ -236,6 +239,127 @@ def _catch_up(
     last[k] = time
 
 
+@kernel(inline="always")
+def _catch_up_one(w, shift, threshold, shrink, log_shrink, steps):
+    """_advance, with its common cases inline and computed as it computes
+    them: one step, a coordinate at 0 that stays there (most of them, under
+    l1) and, without the ridge, one that keeps its sign."""
+    if steps == 1:
+        return _soft(w - shift, threshold) / (1.0 + shrink)
+    if w == 0.0:
+        if abs(shift) <= threshold:
+            return 0.0
+    elif shrink == 0.0 and w == w:
+        s = shift + math.copysign(threshold, w)  # (shift - threshold for w < 0)
+        result = w - np.float64(steps) * s
+        if threshold == 0.0 or ((result > 0.0) == (w > 0.0) and result != 0.0):
+            return result
+    return _advance(w, shift, threshold, shrink, log_shrink, steps)
+
+
+# Columns of the per-coordinate records of _table_epoch_single: one row of
+# 32 bytes per coordinate, so a random access reads one cache line, not four.
+_COEF, _DIRECTION, _WORK, _LAST = 0, 1, 2, 3
+
+
+@kernel
+def _table_epoch_single(
+    loss,
+    data,
+    indices,
+    indptr,
+    y,
+    coef,
+    intercept,
+    fit_intercept,
+    samples,
+    step,
+    threshold,
+    shrink,
+    log_shrink,
+    cg,
+    cs,
+    cm,
+    direction,
+    direction_intercept,
+    table,
+    last,
+):
+    """linear_epoch's lazy path for METHOD_TABLE with one output and one
+    sample per step (SAGA's usual call), as in the cython backend: the same
+    operations in the same order (the same iterates, bit for bit), in three
+    passes over a row (catch-up and margin; the sparse part of v into work;
+    the step, and the table's change into direction) on one record per
+    coordinate (its step count kept as a float64, exact below 2**53).
+    Repeated columns: work collects every entry, the step reads it once, at
+    the first entry, before direction takes any of the row's change."""
+    n_features = coef.shape[0]
+    n_samples = samples.shape[0]
+    n_table = table.shape[0]
+    records = np.empty((n_features, 4))
+    for k in range(n_features):
+        records[k, _COEF] = coef[k, 0]
+        records[k, _DIRECTION] = direction[k, 0]
+        records[k, _WORK] = 0.0
+        records[k, _LAST] = 0.0
+    margins = np.empty(1)
+    current = np.empty(1)
+    for t in range(n_samples):
+        i = samples[t]
+        first = indptr[i]
+        stop = indptr[i + 1]
+        margins[0] = intercept[0]
+        for j in range(first, stop):
+            k = indices[j]
+            steps = t - np.int64(records[k, _LAST])
+            if steps != 0:
+                records[k, _COEF] = _catch_up_one(
+                    records[k, _COEF],
+                    step * cm * records[k, _DIRECTION],
+                    threshold,
+                    shrink,
+                    log_shrink,
+                    steps,
+                )
+                records[k, _LAST] = t
+            margins[0] += np.float64(data[j]) * records[k, _COEF]
+        _loss_and_derivative(loss, margins, y[i], current)
+        weight = (cg * current[0] + cs * table[i, 0]) / 1.0
+        for j in range(first, stop):
+            records[indices[j], _WORK] += np.float64(data[j]) * weight
+        change = (current[0] - table[i, 0]) / n_table
+        table[i, 0] = current[0]
+        for j in range(first, stop):
+            k = indices[j]
+            if records[k, _LAST] == t:
+                z = _soft(
+                    records[k, _COEF]
+                    - step * (records[k, _WORK] + cm * records[k, _DIRECTION]),
+                    threshold,
+                )
+                records[k, _COEF] = z / (1.0 + shrink) if shrink != 0.0 else z
+                records[k, _WORK] = 0.0
+                records[k, _LAST] = t + 1
+            records[k, _DIRECTION] += np.float64(data[j]) * change
+        if fit_intercept:
+            intercept[0] -= step * ((0.0 + weight) + cm * direction_intercept[0])
+        direction_intercept[0] += change
+    for k in range(n_features):
+        steps = n_samples - np.int64(records[k, _LAST])
+        if steps > 0:
+            records[k, _COEF] = _advance(
+                records[k, _COEF],
+                step * cm * records[k, _DIRECTION],
+                threshold,
+                shrink,
+                log_shrink,
+                steps,
+            )
+        coef[k, 0] = records[k, _COEF]
+        direction[k, 0] = records[k, _DIRECTION]
+        last[k] = n_samples
+
+
 @kernel
 def prox_step(penalty, coef, step, ridge, l1, group_ptr, group_weights):
     scale = 1.0 / (1.0 + step * ridge)
@@ -364,6 +488,30 @@ def linear_epoch(
     threshold = shrink_step * l1 if penalty == PENALTY_L1 else 0.0
     shrink = shrink_step * ridge
     log_shrink = math.log1p(shrink)
+    if lazy and method == METHOD_TABLE and n_outputs == 1 and batch_size == 1:
+        _table_epoch_single(
+            loss,
+            data,
+            indices,
+            indptr,
+            y,
+            coef,
+            intercept,
+            fit_intercept,
+            samples,
+            step,
+            threshold,
+            shrink,
+            log_shrink,
+            cg,
+            cs,
+            cm,
+            direction,
+            direction_intercept,
+            table,
+            last,
+        )
+        return
     margins = np.empty(n_outputs)
     scratch = np.empty(n_outputs)
     current = np.empty((batch_size, n_outputs))
