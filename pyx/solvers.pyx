@@ -420,6 +420,27 @@ cdef double _advance(double w, double shift, double threshold, double shrink,
     return w
 
 
+cdef inline double _catch_up_one(double w, double shift, double threshold,
+                                 double shrink, double log_shrink,
+                                 int64_t steps) noexcept nogil:
+    """_advance, with its common cases inline and computed as it computes
+    them: one step (a coordinate read by consecutive samples), a coordinate
+    at 0 that stays there (most of them, under l1), and, without the ridge,
+    one that keeps its sign."""
+    cdef double s, result
+    if steps == 1:
+        return _soft(w - shift, threshold) / (1.0 + shrink)
+    if w == 0.0:
+        if fabs(shift) <= threshold:
+            return 0.0
+    elif shrink == 0.0 and w == w:
+        s = shift + copysign(threshold, w)  # (shift - threshold for w < 0)
+        result = w - <double>steps * s
+        if threshold == 0.0 or ((result > 0.0) == (w > 0.0) and result != 0.0):
+            return result
+    return _advance(w, shift, threshold, shrink, log_shrink, steps)
+
+
 cdef inline void _catch_up(int method, Py_ssize_t k, int64_t time, double* coef,
                            const double* direction, double cm, double* previous,
                            int64_t* last, Py_ssize_t n_outputs, double step,
@@ -440,7 +461,8 @@ cdef inline void _catch_up(int method, Py_ssize_t k, int64_t time, double* coef,
             previous[at] = before
             coef[at] = _advance(before, shift, threshold, shrink, log_shrink, 1)
         else:
-            coef[at] = _advance(coef[at], shift, threshold, shrink, log_shrink, steps)
+            coef[at] = _catch_up_one(coef[at], shift, threshold, shrink, log_shrink,
+                                     steps)
     last[k] = time
 
 
@@ -497,27 +519,6 @@ cdef struct _Buffers:
     double* weights
     double* partial_intercept
     _Coordinate* records  # for _table_epoch_single, else NULL
-
-
-cdef inline double _catch_up_one(double w, double shift, double threshold,
-                                 double shrink, double log_shrink,
-                                 int64_t steps) noexcept nogil:
-    """_advance, with its common cases inline and computed as it computes
-    them: one step (a coordinate read by consecutive samples), a coordinate
-    at 0 that stays there (most of them, under l1), and, without the ridge,
-    one that keeps its sign."""
-    cdef double s, result
-    if steps == 1:
-        return _soft(w - shift, threshold) / (1.0 + shrink)
-    if w == 0.0:
-        if fabs(shift) <= threshold:
-            return 0.0
-    elif shrink == 0.0 and w == w:
-        s = shift + copysign(threshold, w)  # (shift - threshold for w < 0)
-        result = w - <double>steps * s
-        if threshold == 0.0 or ((result > 0.0) == (w > 0.0) and result != 0.0):
-            return result
-    return _advance(w, shift, threshold, shrink, log_shrink, steps)
 
 
 cdef void _table_epoch_single(int loss, const floating* data,
@@ -578,7 +579,7 @@ cdef void _table_epoch_single(int loss, const floating* data,
                 r.last = t
             margin += <double>data[j] * r.coef
         _loss_and_derivative(loss, &margin, 1, y[i], &current)
-        weight = (cg * current + cs * table[i]) / 1.0
+        weight = cg * current + cs * table[i]
         for j in range(first, first + length):
             records[<Py_ssize_t>indices[j]].work += <double>data[j] * weight
         change = (current - table[i]) / <double>n_table
@@ -593,13 +594,14 @@ cdef void _table_epoch_single(int loss, const floating* data,
                 r.last = t + 1
             r.direction += value * change
         if fit_intercept:
+            # (0.0 + weight: the general path's partial sum, -0.0 included)
             intercept[0] -= step * ((0.0 + weight) + cm * direction_intercept[0])
         direction_intercept[0] += change
     for k in range(n_features):
         r = &records[k]
         if r.last != n_samples:
-            r.coef = _advance(r.coef, step * cm * r.direction, threshold, shrink,
-                              log_shrink, n_samples - r.last)
+            r.coef = _catch_up_one(r.coef, step * cm * r.direction, threshold,
+                                   shrink, log_shrink, n_samples - r.last)
         coef[k] = r.coef
         direction[k] = r.direction
         last[k] = n_samples

@@ -190,9 +190,10 @@ def test_lazy_updates_over_long_intervals(backend, trial, rng):
 @pytest.mark.parametrize("loss", [_codes.LOSS_SQUARED, _codes.LOSS_LOGISTIC])
 def test_table_epoch_one_sample_per_step(backend, loss, trial, rng):
     """SAGA's usual call (one output, one sample per step, CSR, no penalty
-    or l1) has a path of its own in the cython backend: against the
+    or l1) has a path of its own in the compiled backends: against the
     reference with ridge or none, l1 or none, short and long waits between
-    reads, float32 and int32, and rows that repeat a column."""
+    reads, float32 and int32, a row that repeats a column and an empty row
+    read three times."""
     inputs = _epoch_inputs(
         rng,
         _codes.METHOD_TABLE,
@@ -208,12 +209,18 @@ def test_table_epoch_one_sample_per_step(backend, loss, trial, rng):
         fit_intercept=bool(trial % 8 < 4),
     )
     inputs["ridge"] = (0.0, 0.05)[trial % 8 // 4]
-    if trial % 3 == 0:  # a row that repeats a column, and one that is empty
-        indices, indptr = inputs["indices"], inputs["indptr"]
+    if trial % 3 == 0:  # a row that repeats a column, and one made empty
+        data, indices, indptr = inputs["data"], inputs["indices"], inputs["indptr"]
         row = int(np.argmax(np.diff(indptr)))
-        if indptr[row + 1] - indptr[row] >= 2:
-            indices[indptr[row] + 1] = indices[indptr[row]]
-        inputs["samples"][:3] = int(np.argmin(np.diff(indptr)))
+        assert indptr[row + 1] - indptr[row] >= 2
+        indices[indptr[row] + 1] = indices[indptr[row]]
+        empty = int(np.argmin(np.diff(indptr)))
+        start, stop = indptr[empty], indptr[empty + 1]
+        inputs["data"] = np.delete(data, np.s_[start:stop])
+        inputs["indices"] = np.delete(indices, np.s_[start:stop])
+        inputs["indptr"] = indptr.copy()
+        inputs["indptr"][empty + 1 :] -= stop - start
+        inputs["samples"][:3] = empty
     _assert_state_close(
         _run_epoch(_kernels(backend), inputs), _run_epoch(reference, inputs), 1e-9
     )

@@ -204,6 +204,24 @@ def _advance(w, shift, threshold, shrink, log_shrink, steps):
     return w
 
 
+@kernel(inline="always")
+def _catch_up_one(w, shift, threshold, shrink, log_shrink, steps):
+    """_advance, with its common cases inline and computed as it computes
+    them: one step, a coordinate at 0 that stays there (most of them, under
+    l1) and, without the ridge, one that keeps its sign."""
+    if steps == 1:
+        return _soft(w - shift, threshold) / (1.0 + shrink)
+    if w == 0.0:
+        if abs(shift) <= threshold:
+            return 0.0
+    elif shrink == 0.0 and w == w:
+        s = shift + math.copysign(threshold, w)  # (shift - threshold for w < 0)
+        result = w - np.float64(steps) * s
+        if threshold == 0.0 or ((result > 0.0) == (w > 0.0) and result != 0.0):
+            return result
+    return _advance(w, shift, threshold, shrink, log_shrink, steps)
+
+
 @kernel
 def _catch_up(
     method,
@@ -233,28 +251,10 @@ def _catch_up(
             previous[k, kk] = before
             coef[k, kk] = _advance(before, shift, threshold, shrink, log_shrink, 1)
         else:
-            coef[k, kk] = _advance(
+            coef[k, kk] = _catch_up_one(
                 coef[k, kk], shift, threshold, shrink, log_shrink, steps
             )
     last[k] = time
-
-
-@kernel(inline="always")
-def _catch_up_one(w, shift, threshold, shrink, log_shrink, steps):
-    """_advance, with its common cases inline and computed as it computes
-    them: one step, a coordinate at 0 that stays there (most of them, under
-    l1) and, without the ridge, one that keeps its sign."""
-    if steps == 1:
-        return _soft(w - shift, threshold) / (1.0 + shrink)
-    if w == 0.0:
-        if abs(shift) <= threshold:
-            return 0.0
-    elif shrink == 0.0 and w == w:
-        s = shift + math.copysign(threshold, w)  # (shift - threshold for w < 0)
-        result = w - np.float64(steps) * s
-        if threshold == 0.0 or ((result > 0.0) == (w > 0.0) and result != 0.0):
-            return result
-    return _advance(w, shift, threshold, shrink, log_shrink, steps)
 
 
 # Columns of the per-coordinate records of _table_epoch_single: one row of
@@ -324,7 +324,7 @@ def _table_epoch_single(
                 records[k, _LAST] = t
             margins[0] += np.float64(data[j]) * records[k, _COEF]
         _loss_and_derivative(loss, margins, y[i], current)
-        weight = (cg * current[0] + cs * table[i, 0]) / 1.0
+        weight = cg * current[0] + cs * table[i, 0]
         for j in range(first, stop):
             records[indices[j], _WORK] += np.float64(data[j]) * weight
         change = (current[0] - table[i, 0]) / n_table
@@ -342,12 +342,13 @@ def _table_epoch_single(
                 records[k, _LAST] = t + 1
             records[k, _DIRECTION] += np.float64(data[j]) * change
         if fit_intercept:
+            # (0.0 + weight: the general path's partial sum, -0.0 included)
             intercept[0] -= step * ((0.0 + weight) + cm * direction_intercept[0])
         direction_intercept[0] += change
     for k in range(n_features):
         steps = n_samples - np.int64(records[k, _LAST])
         if steps > 0:
-            records[k, _COEF] = _advance(
+            records[k, _COEF] = _catch_up_one(
                 records[k, _COEF],
                 step * cm * records[k, _DIRECTION],
                 threshold,
