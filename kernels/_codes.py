@@ -1,8 +1,9 @@
-"""Integer codes the solver kernels dispatch on (never Python functions).
+"""Integer codes the kernels dispatch on (never Python functions).
 
-Shared by the three backends: the NumPy reference and the Numba kernels
-import them from here, and the Cython module defines the same numbers in an
-enum that ``tests/test_solvers.py`` checks against these.
+The one table of every code, shared by the three backends: the NumPy
+reference and the Numba kernels import them from here, and the Cython
+modules define the same numbers in enums that ``tests/test_solvers.py``
+checks against these.
 """
 
 # Losses of a linear model with margins m = x @ W + b (K columns).
@@ -20,3 +21,9 @@ PENALTY_L0 = 3  # l1 * (number of non-zeros of W)
 METHOD_SNAPSHOT = 0  # SVRG family: s = grad f_I(snapshot), mu = its mean
 METHOD_TABLE = 1  # SAGA family: s = the table's last derivatives, mu = their mean
 METHOD_RECURSIVE = 2  # SARAH: v_t = grad f_I(x_t) - grad f_I(x_{t-1}) + v_{t-1}
+
+# Activations of the layer kernels and plans: y = activation(W x + b).
+ACTIVATION_IDENTITY = 0
+ACTIVATION_RELU = 1  # max(v, 0), NaN stays NaN
+ACTIVATION_TANH = 2
+ACTIVATION_SIGMOID = 3  # 0.5 * tanh(v / 2) + 0.5, which never overflows
