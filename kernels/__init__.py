@@ -9,6 +9,9 @@ backends: "cython", "numba" and the "numpy" reference.  The compression
 pipeline built from them: ``kernels.train`` (sparse MLP training) and
 ``kernels.compress`` (train, prune, quantise, deploy, measure; ``python -m
 kernels demo``).
+
+``import kernels`` imports NumPy and the compiled modules only: scikit-learn,
+scipy and numba are imported by the functions that need them.
 """
 
 from kernels._backend import (
@@ -17,7 +20,6 @@ from kernels._backend import (
     set_backend,
     use_backend,
 )
-from kernels.linear_model import SparseLinearRegression, SparseLogisticRegression
 from kernels.nn import SparseLinear, SparseMLP
 from kernels.prox import (
     cumulative_l1,
@@ -41,6 +43,29 @@ from kernels.sparse import (
 from kernels.update import CumulativeL1, prox_gradient_step
 
 __version__ = "0.1.0"
+
+# Imported on first use (PEP 562): their module imports scikit-learn, which
+# would make ``import kernels`` several times slower on a board.
+_LAZY = {
+    "SparseLogisticRegression": "kernels.linear_model",
+    "SparseLinearRegression": "kernels.linear_model",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kernels' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = [
     "available_backends",

@@ -146,3 +146,13 @@ def kernels_for(family, backend=None):
     if module is None:
         module = _load(_check_name(name, "backend"), family)
     return module
+
+
+def resolve(backend=None):
+    """The canonical name of the requested backend (``None``: the current
+    default), checked as a ``backend=`` keyword is: a single dict look-up
+    for an available backend's canonical name."""
+    name = get_backend() if backend is None else backend
+    if isinstance(name, str) and _modules.get((name, FAMILIES[0])) is not None:
+        return name
+    return _check_name(name, "backend")

@@ -323,3 +323,51 @@ def real_array(x, name="x"):
             raise TypeError(f"{name} must be array-like, got {_describe(x)}") from exc
     result_dtype(x.dtype, name)
     return x
+
+
+_PLAN_INPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def sample_vector(x, size, dtype):
+    """The input of a one-sample plan: x as a C-contiguous vector of
+    ``dtype`` (converted as np.copyto converts, when its dtype or stride
+    differs) if x is a 1-D float32 or float64 ndarray of ``size`` entries,
+    else None (the caller's general path then converts or rejects x)."""
+    if (
+        type(x) is not np.ndarray
+        or x.ndim != 1
+        or x.shape[0] != size
+        or x.dtype not in _PLAN_INPUT_DTYPES
+    ):
+        return None
+    if x.dtype != dtype or not x.flags.c_contiguous:
+        return x.astype(dtype, order="C")
+    return x
+
+
+def plan_matvec_output(x, out, beta, shape, dtype):
+    """The y a plan's matvec writes (``out``, or a new vector when ``out``
+    is None and beta == 0) when x and out are the simple case of the
+    contract, else None."""
+    m, n = shape
+    if not (
+        type(x) is np.ndarray
+        and x.ndim == 1
+        and x.shape[0] == n
+        and x.dtype == dtype
+        and x.flags.c_contiguous
+    ):
+        return None
+    if out is None:
+        return np.empty(m, dtype) if beta == 0 else None
+    if (
+        type(out) is np.ndarray
+        and out.ndim == 1
+        and out.shape[0] == m
+        and out.dtype == dtype
+        and out.flags.c_contiguous
+        and out.flags.writeable
+        and not np.may_share_memory(out, x)
+    ):
+        return out
+    return None

@@ -27,3 +27,5 @@ ACTIVATION_IDENTITY = 0
 ACTIVATION_RELU = 1  # max(v, 0), NaN stays NaN
 ACTIVATION_TANH = 2
 ACTIVATION_SIGMOID = 3  # 0.5 * tanh(v / 2) + 0.5, which never overflows
+# The activations' names, by code: ACTIVATION_NAMES[ACTIVATION_RELU] == "relu".
+ACTIVATION_NAMES = ("identity", "relu", "tanh", "sigmoid")

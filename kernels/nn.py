@@ -20,17 +20,20 @@ call per layer:
   and the activation (an integer code) in one pass, each output row
   finished while it is in cache.  For one sample the input is used in
   place, without a copy, when it already has the model's dtype.
-* One sample (1-D input) on the cython backend and one thread skips all of
-  that: the model compiles its layers once, on first use, into an
-  ``MLPPlan`` of ``kernels._cy.sparse`` that runs the whole network in one
-  C call (the same row loops and epilogues as the layer kernels, so the
-  same bits), with its scratch on the C stack.  A small network's call
-  costs about a microsecond, where the layer-by-layer path costs several
-  in per-call overhead alone.  ``predict`` takes the argmax in the same
-  call.  The numba and numpy backends keep the layer-by-layer path.  The
-  plan reads the layers' arrays in place, as the layer kernels do: weight
-  values or biases modified in place are seen by the next call of either
-  path (``kernels.sparse`` says which modifications are unsafe).
+* One sample (1-D input) on one thread skips all of that: the model asks
+  the backend of the call for a one-sample plan of its layers (the
+  backend's ``MLPPlan``, built once, on first use, and kept, one per
+  backend), which runs the whole network in one call: the same row loops
+  and epilogues as that backend's layer kernels, so the same bits.  On the
+  cython backend that is one C call with its scratch on the C stack,
+  about a microsecond for a small network, where the layer-by-layer path
+  costs several in per-call overhead alone; on numba, one compiled call
+  that reads the layers through a table of their addresses; on numpy,
+  the reference layer kernels in turn.  ``predict`` takes the argmax in
+  the same call.  A plan reads the layers' arrays in place, as the layer
+  kernels do: weight values or biases modified in place are seen by the
+  next call of either path (``kernels.sparse`` says which modifications
+  are unsafe).
 
 Models are built from dense weights (``SparseMLP.from_dense``, with
 magnitude pruning and quantisation), from a fitted scikit-learn
@@ -41,17 +44,13 @@ scipy nor numba.
 """
 
 import numbers
-import os
-import struct
 import threading
-import zipfile
-import zlib
 
 import numpy as np
 
 from kernels import _checks
-from kernels._backend import get_backend, kernels_for
-from kernels._reference.sparse import ACTIVATIONS as _KERNEL_ACTIVATIONS
+from kernels._backend import get_backend, kernels_for, resolve
+from kernels._codes import ACTIVATION_NAMES
 from kernels.sparse import (
     PARALLEL_MIN_WORK,
     BSRMatrix,
@@ -62,9 +61,8 @@ from kernels.sparse import (
 
 __all__ = ["SparseLinear", "SparseMLP"]
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+ACTIVATIONS = ACTIVATION_NAMES  # by code: ACTIVATIONS[code] is its name
 FORMATS = ("csr", "bsr", "int8")
-FORMAT_VERSION = 1
 CACHED_BATCH_SIZES = 4
 
 _FORMAT_OF = {CSRMatrix: "csr", BSRMatrix: "bsr", QuantizedCSR: "int8"}
@@ -72,12 +70,6 @@ _LAYER_KERNEL = {
     CSRMatrix: "csr_layer",
     BSRMatrix: "bsr_layer",
     QuantizedCSR: "qcsr_layer",
-}
-_SKLEARN_ACTIVATIONS = {
-    "relu": "relu",
-    "tanh": "tanh",
-    "logistic": "sigmoid",
-    "identity": "identity",
 }
 
 
@@ -136,7 +128,7 @@ class SparseLinear:
         self._kernel = _LAYER_KERNEL[type(weight)]
         full_bias = np.zeros(weight.shape[0], weight.dtype) if bias is None else bias
         self._kernel_args = (*weight._arrays, full_bias)
-        self._code = _KERNEL_ACTIVATIONS.index(self._activation)
+        self._code = ACTIVATIONS.index(self._activation)
 
     @property
     def weight(self):
@@ -231,6 +223,44 @@ def _check_threads(threads):
     return None if threads is None else _checks.integer(threads, "threads", minimum=1)
 
 
+class _BatchBuffers:
+    """The feature-major activation buffers of a model, kept for the last
+    ``CACHED_BATCH_SIZES`` batch sizes: the input (in, batch) and one
+    (out_l, batch) per layer.  A call takes a batch size's buffers out
+    while it runs, so concurrent calls never share one."""
+
+    def __init__(self, model):
+        self._model = model
+        self._cache = {}
+        self._lock = threading.Lock()
+
+    def take(self, batch):
+        """The buffers for ``batch``, from the cache or new."""
+        with self._lock:
+            buffers = self._cache.pop(batch, None)
+        if buffers is None:
+            model = self._model
+            buffers = [np.empty((model.in_features, batch), dtype=model.dtype)] + [
+                np.empty((layer.out_features, batch), dtype=model.dtype)
+                for layer in model.layers
+            ]
+        return buffers
+
+    def give_back(self, batch, buffers):
+        with self._lock:
+            self._cache[batch] = buffers  # the most recently used last
+            while len(self._cache) > CACHED_BATCH_SIZES:
+                del self._cache[next(iter(self._cache))]
+
+    def clear(self):
+        with self._lock:
+            self._cache.clear()
+
+    def __len__(self):
+        """The number of batch sizes whose buffers are cached."""
+        return len(self._cache)
+
+
 class SparseMLP:
     """A classifier of chained ``SparseLinear`` layers.
 
@@ -279,9 +309,13 @@ class SparseMLP:
         self._nnz = sum(layer.nnz for layer in layers)
         self._in_features = layers[0].in_features
         self._dtype = layers[0].dtype
-        self._buffers = {}
-        self._lock = threading.Lock()
-        self._plan = None  # the compiled one-sample plan, built on first use
+        self._buffers = _BatchBuffers(self)
+        # the one-sample plans, one per backend name, built on first use
+        self._plans = {}
+        self._plan_layers = tuple(
+            (layer.format, layer.weight.shape, layer._kernel_args, layer._code)
+            for layer in layers
+        )
         # predict's threshold for a single output: p > 0.5, or logit > 0
         self._cut = 0.5 if layers[-1].activation == "sigmoid" else 0.0
         # what predict returns for class index i: labels[i], an np.intp
@@ -342,44 +376,18 @@ class SparseMLP:
 
     # Inference -----------------------------------------------------------
 
-    def _take_buffers(self, batch):
-        """Feature-major buffers for a batch: the input (in, batch) and one
-        (out_l, batch) per layer, from the cache or new."""
-        with self._lock:
-            buffers = self._buffers.pop(batch, None)
-        if buffers is None:
-            dtype = self.dtype
-            buffers = [np.empty((self.in_features, batch), dtype=dtype)] + [
-                np.empty((layer.out_features, batch), dtype=dtype)
-                for layer in self._layers
-            ]
-        return buffers
-
-    def _return_buffers(self, batch, buffers):
-        with self._lock:
-            self._buffers[batch] = buffers  # the most recently used last
-            while len(self._buffers) > CACHED_BATCH_SIZES:
-                del self._buffers[next(iter(self._buffers))]
-
     def clear_buffers(self):
         """Free the cached activation buffers (the next call of each batch
         size allocates them again)."""
-        with self._lock:
-            self._buffers.clear()
+        self._buffers.clear()
 
     def _sample_plan(self, backend, threads):
-        """The compiled one-sample plan (``kernels._cy.sparse.MLPPlan``)
-        when a call with these ``backend`` and ``threads`` arguments runs on
-        the cython backend in one thread, else None (the general path then
-        validates the arguments).  Built on first use and kept: it depends
-        only on the layers, which do not change.  Two threads building it at
-        once build two equal plans, and one is kept."""
-        if backend is None:
-            backend = self._backend
-            if backend is None:
-                backend = get_backend()
-        if backend != "cython":
-            return None
+        """The one-sample plan of the backend a call with these ``backend``
+        and ``threads`` arguments runs on, when it runs on one thread, else
+        None (the general path then validates the arguments).  Built by that
+        backend (its ``MLPPlan``) on first use and kept: it depends only on
+        the layers, which do not change.  Two threads building it at once
+        build two equal plans, and one is kept."""
         if threads is None:
             threads = self._threads
         if threads is None:
@@ -387,12 +395,11 @@ class SparseMLP:
                 return None  # the general path runs big layers on every CPU
         elif type(threads) is not int or threads != 1:
             return None
-        plan = self._plan
+        name = resolve(self._backend if backend is None else backend)
+        plan = self._plans.get(name)
         if plan is None:
-            plan = self._plan = kernels_for("sparse", "cython").MLPPlan(
-                (layer.format, layer.weight.shape, layer._kernel_args, layer._code)
-                for layer in self._layers
-            )
+            plan = kernels_for("sparse", name).MLPPlan(self._plan_layers)
+            self._plans[name] = plan
         return plan
 
     def forward(self, X, backend=None, threads=None):
@@ -407,24 +414,24 @@ class SparseMLP:
         model's dtype, C-contiguous: it is read in place) and one out.
 
         One sample, a 1-D float32 or float64 ndarray (any stride) or a
-        batch of one of shape (1, in_features), on the cython backend and
-        one thread (``threads`` 1, or None for fewer than
-        ``kernels.sparse.PARALLEL_MIN_WORK`` stored weights): one call of
-        the compiled plan for the whole network, the same result, about
-        1 us for a network of a few hundred weights.
+        batch of one of shape (1, in_features), on one thread (``threads``
+        1, or None for fewer than ``kernels.sparse.PARALLEL_MIN_WORK``
+        stored weights): one call of the backend's one-sample plan for the
+        whole network (``MLPPlan``), the same result; about 1 us for a
+        network of a few hundred weights on the cython backend.
         """
         if type(X) is np.ndarray and X.ndim == 1:
-            plan = self._plan
-            if not (
+            plan = None
+            if (
                 # the usual call, checked inline: a function call is a fifth
-                # of the plan's own time on a small network
-                plan is not None
-                and backend is None
+                # of a compiled plan's own time on a small network
+                backend is None
                 and threads is None
                 and self._threads is None
                 and self._nnz < PARALLEL_MIN_WORK
-                and (self._backend or get_backend()) == "cython"
             ):
+                plan = self._plans.get(self._backend or get_backend())
+            if plan is None:
                 plan = self._sample_plan(backend, threads)
             if plan is not None:
                 Y = plan.forward(X)
@@ -447,7 +454,7 @@ class SparseMLP:
         backend = self._backend if backend is None else _check_backend(backend)
         threads = self._threads if threads is None else threads
         batch = 1 if X.ndim == 1 else X.shape[0]
-        buffers = self._take_buffers(batch)
+        buffers = self._buffers.take(batch)
         if batch == 1 and X.dtype == self._dtype and X.flags.c_contiguous:
             H = X.reshape(n, 1)  # a view: the kernels only read it
         else:
@@ -465,7 +472,7 @@ class SparseMLP:
             )
             H = out
         result = H[:, 0].copy() if X.ndim == 1 else H.T.copy()
-        self._return_buffers(batch, buffers)
+        self._buffers.give_back(batch, buffers)
         return result
 
     def predict_proba(self, X, backend=None, threads=None):
@@ -475,7 +482,7 @@ class SparseMLP:
         classifier, as scikit-learn's: [1 - p, p] with p = sigmoid(output)
         (p = output when the last activation already is "sigmoid").
 
-        One sample of a multi-output network on the compiled plan (as
+        One sample of a multi-output network on the one-sample plan (as
         ``forward``): the plan returns z - max(z), then exp and the
         normalisation are the same NumPy calls, so the same bits.  (The
         binary case takes ``forward``'s plan call and the general rest.)"""
@@ -508,7 +515,7 @@ class SparseMLP:
         X): the label from ``classes``, or the class index when there are
         none.  A single-output network predicts class 1 when p > 0.5.
 
-        One sample on the compiled plan (as ``forward``): the argmax is
+        One sample on the one-sample plan (as ``forward``): the argmax is
         taken in the same call, and no array is allocated."""
         if type(X) is np.ndarray and X.ndim == 1:
             plan = self._sample_plan(backend, threads)
@@ -563,50 +570,20 @@ class SparseMLP:
         weights' common dtype.  ``classes``, ``backend`` and ``threads`` as
         for ``SparseMLP``.
         """
-        weights = list(weights)
-        n = len(weights)
-        if n == 0:
-            raise ValueError("weights must hold at least one array")
-        weights = [
-            _checks.as_float_array(W, f"weights[{i}]") for i, W in enumerate(weights)
-        ]
-        biases = [None] * n if biases is None else list(biases)
-        if len(biases) != n:
-            raise ValueError(
-                f"biases must be None or hold one entry per layer ({n}), got "
-                f"{len(biases)}"
-            )
-        fmts = _per_layer(fmt, n, "fmt")
-        for i, f in enumerate(fmts):
-            if f not in FORMATS:
-                raise ValueError(
-                    f"fmt must be one of {', '.join(map(repr, FORMATS))}, got "
-                    f"{f!r} for layer {i}"
-                )
-        if dtype is not None:
-            dtype = _checks.float_dtype(dtype, "dtype")
-        elif "int8" in fmts:
-            dtype = np.dtype(np.float32)
-        else:
-            dtype = np.result_type(*weights)
-        options = zip(
+        from kernels import _convert
+
+        layers = _convert.dense_layers(
             weights,
             biases,
-            _per_layer(threshold, n, "threshold"),
-            _per_layer(density, n, "density"),
-            fmts,
-            _per_layer(blocksize, n, "blocksize", pair=True),
-            _per_layer(bits, n, "bits"),
-            strict=True,
+            activation,
+            output_activation,
+            threshold,
+            density,
+            fmt,
+            blocksize,
+            bits,
+            dtype,
         )
-        layers = []
-        for i, (W, bias, t, d, f, bs, b) in enumerate(options):
-            try:
-                weight = _sparse_weight(W, t, d, f, bs, b, dtype)
-            except (TypeError, ValueError) as exc:
-                raise type(exc)(f"layer {i}: {exc}") from exc
-            act = output_activation if i == n - 1 else activation
-            layers.append(SparseLinear(weight, bias, act))
         return cls(layers, classes=classes, backend=backend, threads=threads)
 
     @classmethod
@@ -633,41 +610,12 @@ class SparseMLP:
         output; ``classes_`` become ``classes``.  Multilabel classifiers
         and regressors are not supported (ValueError).
         """
-        if not (hasattr(mlp, "hidden_layer_sizes") and hasattr(mlp, "activation")):
-            raise TypeError(
-                "mlp must be a fitted scikit-learn MLPClassifier, got "
-                f"{type(mlp).__name__}"
-            )
-        coefs = getattr(mlp, "coefs_", None)
-        intercepts = getattr(mlp, "intercepts_", None)
-        if coefs is None or intercepts is None:
-            raise ValueError(
-                f"this {type(mlp).__name__} is not fitted (it has no coefs_): "
-                "call fit first"
-            )
-        output = getattr(mlp, "out_activation_", None)
-        classes = getattr(mlp, "classes_", None)
-        if output not in ("softmax", "logistic") or classes is None:
-            raise ValueError(
-                f"only classifiers (MLPClassifier) can be converted: "
-                f"{type(mlp).__name__} with out_activation_={output!r} is not "
-                "supported"
-            )
-        n_outputs = np.shape(coefs[-1])[-1]
-        if output == "logistic" and n_outputs != 1:
-            raise ValueError(
-                f"multilabel classifiers ({n_outputs} independent logistic "
-                "outputs) are not supported"
-            )
-        activation = _SKLEARN_ACTIVATIONS.get(mlp.activation)
-        if activation is None:
-            raise ValueError(
-                f"mlp.activation={mlp.activation!r} is not supported (relu, "
-                "tanh, logistic or identity)"
-            )
+        from kernels import _convert
+
+        weights, biases, activation, classes = _convert.sklearn_network(mlp)
         return cls.from_dense(
-            [np.asarray(W).T for W in coefs],
-            list(intercepts),
+            weights,
+            biases,
             activation=activation,
             output_activation="identity",
             threshold=threshold,
@@ -701,35 +649,9 @@ class SparseMLP:
         removed key is detected rather than read as "no bias" or "no
         labels".
         """
-        arrays = {
-            "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
-            "n_layers": np.array(len(self._layers), dtype=np.int64),
-        }
-        for i, layer in enumerate(self._layers):
-            key = f"layer{i}_"
-            W = layer.weight
-            arrays[key + "kind"] = np.array(layer.format)
-            arrays[key + "shape"] = np.array(W.shape, dtype=np.int64)
-            if layer.format == "int8":
-                arrays[key + "data"] = W.values
-                arrays[key + "scales"] = W.scales
-                arrays[key + "bits"] = np.array(W.bits, dtype=np.int64)
-            else:
-                arrays[key + "data"] = W.data
-            if layer.format == "bsr":
-                arrays[key + "blocksize"] = np.array(W.blocksize, dtype=np.int64)
-            arrays[key + "indices"] = W.indices
-            arrays[key + "indptr"] = W.indptr
-            arrays[key + "bias"] = (
-                np.empty(0, dtype=layer.dtype) if layer.bias is None else layer.bias
-            )
-            arrays[key + "activation"] = np.array(layer.activation)
-        arrays["classes"] = np.empty(0) if self._classes is None else self._classes
-        if hasattr(path, "write"):
-            np.savez(path, **arrays)
-        else:
-            with open(path, "wb") as file:
-                np.savez(file, **arrays)
+        from kernels import _model_file
+
+        _model_file.write(self, path)
 
     @classmethod
     def load(cls, path, backend=None, threads=None):
@@ -743,18 +665,12 @@ class SparseMLP:
         ValueError naming the file.  A path that cannot be opened raises
         the usual OSError.  Needs neither scipy nor numba.
         """
-        if hasattr(path, "read"):
-            name = getattr(path, "name", repr(path))
-            arrays = _read_archive(path, name)
-        else:
-            name = os.fspath(path)
-            with open(path, "rb") as file:
-                arrays = _read_archive(file, name)
-        try:
-            layers, classes = _model_arrays(arrays)
+        from kernels import _model_file
+
+        def build(layers, classes):
             return cls(layers, classes=classes, backend=backend, threads=threads)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name}: invalid SparseMLP file: {exc}") from exc
+
+        return _model_file.read(path, build)
 
     # Reports -------------------------------------------------------------
 
@@ -808,196 +724,3 @@ class SparseMLP:
             f"SparseMLP({sizes}, formats=[{formats}], nnz={self.nnz}, "
             f"nbytes={self.nbytes})"
         )
-
-
-def _per_layer(value, n, name, pair=False):
-    """One value per layer: ``value`` repeated, or ``value`` itself when it
-    is a list of n (for ``pair``, a value is a pair such as (4, 4))."""
-    single = np.ndim(value) == (1 if pair else 0) or value is None
-    if single:
-        return [value] * n
-    values = list(value)
-    if len(values) != n:
-        raise ValueError(
-            f"{name} must be one value or a list of one per layer ({n}), got "
-            f"{len(values)} values"
-        )
-    return values
-
-
-def _sparse_weight(W, threshold, density, fmt, blocksize, bits, dtype):
-    csr = CSRMatrix.from_dense(
-        W,
-        threshold=0.0 if threshold is None else threshold,
-        density=density,
-        dtype=dtype,
-    )
-    if fmt == "bsr":
-        return BSRMatrix.from_csr(csr, blocksize)
-    if fmt == "int8":
-        return QuantizedCSR.from_csr(csr, bits=bits)
-    return csr
-
-
-# Loading ---------------------------------------------------------------------
-
-# What reading a damaged or hostile archive can raise, besides ValueError.
-_ARCHIVE_ERRORS = (
-    ValueError,
-    TypeError,
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    OSError,
-    EOFError,
-    KeyError,
-    IndexError,
-    OverflowError,
-    MemoryError,
-    NotImplementedError,  # an unknown compression method
-    RuntimeError,  # an "encrypted" member
-    struct.error,
-    zlib.error,
-)
-
-
-def _read_archive(file, name):
-    """Every member of the .npz archive ``file`` as {key: array}, with the
-    CRC of every member checked first, no pickle, native byte order."""
-    arrays = {}
-    try:
-        with zipfile.ZipFile(file) as archive:
-            corrupt = archive.testzip()
-            if corrupt is not None:
-                raise ValueError(f"member {corrupt!r} is corrupt (bad CRC)")
-            for info in archive.infolist():
-                key = info.filename.removesuffix(".npy")
-                if key == info.filename or key in arrays:
-                    raise ValueError(f"unexpected member {info.filename!r}")
-                with archive.open(info) as member:
-                    array = np.lib.format.read_array(member, allow_pickle=False)
-                    if member.read(1):
-                        raise ValueError(
-                            f"member {info.filename!r} has data after its array"
-                        )
-                if not array.dtype.isnative:
-                    array = array.astype(array.dtype.newbyteorder("="))
-                arrays[key] = array
-    except _ARCHIVE_ERRORS as exc:
-        raise ValueError(
-            f"{name} is not a readable SparseMLP file (an .npz archive): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    return arrays
-
-
-class _Fields:
-    """Typed access to the arrays of a model file, remembering which keys
-    were read so that unexpected ones can be reported."""
-
-    def __init__(self, arrays):
-        self._arrays = arrays
-        self._used = set()
-
-    def get(self, key):
-        if key not in self._arrays:
-            raise ValueError(f"missing key {key!r}")
-        self._used.add(key)
-        return self._arrays[key]
-
-    def integer(self, key):
-        value = self.get(key)
-        if value.shape != () or value.dtype.kind not in "iu":
-            raise ValueError(
-                f"{key} must be a 0-d integer array, got dtype {value.dtype} "
-                f"and shape {value.shape}"
-            )
-        return int(value)
-
-    def string(self, key, choices):
-        value = self.get(key)
-        if value.shape != () or value.dtype.kind != "U" or str(value) not in choices:
-            raise ValueError(
-                f"{key} must be one of {', '.join(map(repr, choices))}, got {value!r}"
-            )
-        return str(value)
-
-    def array(self, key, dtypes, ndim):
-        value = self.get(key)
-        if value.dtype not in [np.dtype(d) for d in dtypes] or value.ndim != ndim:
-            names = ", ".join(np.dtype(d).name for d in dtypes)
-            raise ValueError(
-                f"{key} must be a {ndim}-d array of {names}, got dtype "
-                f"{value.dtype} and shape {value.shape}"
-            )
-        return value
-
-    def unexpected(self):
-        return sorted(set(self._arrays) - self._used)
-
-
-_FLOATS = (np.float32, np.float64)
-_INDICES = (np.int32, np.int64)
-
-
-def _model_arrays(arrays):
-    """The layers and classes of a model file's arrays, validated."""
-    fields = _Fields(arrays)
-    if "format_version" not in arrays:
-        raise ValueError("missing key 'format_version': not a SparseMLP file")
-    version = fields.integer("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"format_version {version} is not supported (this version of "
-            f"kernels reads format_version {FORMAT_VERSION})"
-        )
-    n_layers = fields.integer("n_layers")
-    if n_layers < 1:
-        raise ValueError(f"n_layers must be >= 1, got {n_layers}")
-    layers = [_layer(fields, f"layer{i}_") for i in range(n_layers)]
-    classes = fields.get("classes")
-    if classes.shape == (0,):
-        classes = None
-    unexpected = fields.unexpected()
-    if unexpected:
-        raise ValueError(f"unexpected keys {unexpected}")
-    return layers, classes
-
-
-def _layer(fields, key):
-    kind = fields.string(key + "kind", FORMATS)
-    shape = fields.array(key + "shape", _INDICES, 1)
-    if shape.shape != (2,):
-        raise ValueError(f"{key}shape must have 2 entries, got {shape.shape[0]}")
-    if kind == "int8":
-        weight = QuantizedCSR(
-            fields.array(key + "data", (np.int8,), 1),
-            fields.array(key + "indices", (np.uint8, np.uint16, np.int32), 1),
-            fields.array(key + "indptr", _INDICES, 1),
-            fields.array(key + "scales", (np.float32,), 1),
-            shape,
-            bits=fields.integer(key + "bits"),
-        )
-    elif kind == "bsr":
-        data = fields.array(key + "data", _FLOATS, 3)
-        blocksize = fields.array(key + "blocksize", _INDICES, 1)
-        if tuple(blocksize) != data.shape[1:]:
-            raise ValueError(
-                f"{key}blocksize {tuple(blocksize)} does not match the blocks "
-                f"of {key}data, of shape {data.shape}"
-            )
-        weight = BSRMatrix(
-            data,
-            fields.array(key + "indices", _INDICES, 1),
-            fields.array(key + "indptr", _INDICES, 1),
-            shape,
-        )
-    else:
-        weight = CSRMatrix(
-            fields.array(key + "data", _FLOATS, 1),
-            fields.array(key + "indices", _INDICES, 1),
-            fields.array(key + "indptr", _INDICES, 1),
-            shape,
-        )
-    bias = fields.array(key + "bias", (weight.dtype,), 1)
-    activation = fields.string(key + "activation", ACTIVATIONS)
-    return SparseLinear(weight, bias if bias.size else None, activation)

@@ -53,7 +53,7 @@ import sys
 import numpy as np
 
 from kernels import _checks
-from kernels._backend import get_backend, kernels_for
+from kernels._backend import kernels_for, resolve
 
 __all__ = ["CSRMatrix", "BSRMatrix", "QuantizedCSR", "spmv", "spmv_t", "spmm"]
 
@@ -163,10 +163,10 @@ class _SparseOperator:
     density, ``@``.  A subclass provides ``_arrays``, the arguments its
     kernels take before the vector."""
 
-    # _plan: the compiled MatvecPlan of a CSR or quantised matrix (cython
-    # backend), built by its first small product; unset until then, and
-    # left out of pickles (it holds buffers, and is only a cache).
-    __slots__ = ("_shape", "_plan")
+    # _plans: the one-sample plans (MatvecPlan) of a CSR or quantised
+    # matrix, by backend name, built by its first small product on each
+    # backend; left out of pickles (they hold buffers, and are a cache).
+    __slots__ = ("_shape", "_plans_cache")
     _plan_format = None  # "csr" / "int8": the formats a MatvecPlan takes
 
     def __getstate__(self):
@@ -174,7 +174,7 @@ class _SparseOperator:
             name: getattr(self, name)
             for cls in type(self).__mro__
             for name in cls.__dict__.get("__slots__", ())
-            if name != "_plan" and hasattr(self, name)
+            if name != "_plans_cache" and hasattr(self, name)
         }
 
     def __setstate__(self, state):
@@ -185,6 +185,14 @@ class _SparseOperator:
     def shape(self):
         """(m, n)."""
         return self._shape
+
+    @property
+    def _plans(self):
+        try:
+            return self._plans_cache
+        except AttributeError:
+            self._plans_cache = {}
+            return self._plans_cache
 
     @property
     def density(self):
@@ -742,25 +750,27 @@ def _coefficients(alpha, beta, out):
 
 
 def _matvec_plan(A, threads, backend):
-    """The compiled ``MatvecPlan`` of A (built on first use and kept on A)
-    when A is our CSRMatrix or QuantizedCSR and a product with these
-    ``threads`` and ``backend`` arguments runs on the cython backend in one
-    thread; else None (the general path then validates the arguments)."""
+    """The one-sample plan (the backend's ``MatvecPlan``) of A, built on
+    first use and kept on A, one per backend, when A is our CSRMatrix or
+    QuantizedCSR and a product with these ``threads`` and ``backend``
+    arguments runs on one thread; else None (the general path then
+    validates the arguments)."""
     fmt = getattr(type(A), "_plan_format", None)
-    if fmt is None or (backend or get_backend()) != "cython":
+    if fmt is None:
         return None
     if threads is None:
         if A._arrays[0].size >= PARALLEL_MIN_WORK:
             return None
     elif type(threads) is not int or threads != 1:
         return None
-    try:
-        return A._plan
-    except AttributeError:
-        plan = A._plan = kernels_for("sparse", "cython").MatvecPlan(
+    name = resolve(backend)
+    plans = A._plans
+    plan = plans.get(name)
+    if plan is None:
+        plan = plans[name] = kernels_for("sparse", name).MatvecPlan(
             fmt, A._shape, A._arrays
         )
-        return plan
+    return plan
 
 
 def spmv(A, x, out=None, alpha=1.0, beta=0.0, threads=None, backend=None):
@@ -770,10 +780,11 @@ def spmv(A, x, out=None, alpha=1.0, beta=0.0, threads=None, backend=None):
     moves nnz * (value + index) bytes of A, its row pointers, x and y
     (ALGORITHMS.md section 6).
 
-    On the cython backend, a one-thread product of a CSRMatrix or
-    QuantizedCSR with a C-contiguous x of its dtype (and out, if given,
-    the same) goes through the matrix's compiled plan: the same loops and
-    bits, about 2 us less per call than the kernel call with its checks.
+    A one-thread product of a CSRMatrix or QuantizedCSR with a
+    C-contiguous x of its dtype (and out, if given, the same) goes through
+    the matrix's one-sample plan for the backend (its ``MatvecPlan``): the
+    same loops and bits, about 2 us less per call than the kernel call
+    with its checks on the compiled backends.
     """
     plan = _matvec_plan(A, threads, backend)
     if plan is not None:

@@ -157,6 +157,32 @@ def test_package_works_without_numba_in_a_fresh_process():
     assert default == ("cython" if "cython" in AVAILABLE else "numpy")
 
 
+def test_import_is_light_in_a_fresh_process(tmp_path):
+    """``import kernels``, and a prediction from a saved model on the
+    default backend, import none of the heavy packages (a board runs
+    ``predict`` from a cold process); the estimators load scikit-learn on
+    first use."""
+    model = tmp_path / "model.npz"
+    code = (
+        "import sys, numpy as np, kernels\n"
+        "from kernels.nn import SparseMLP\n"
+        "heavy = ('sklearn', 'scipy', 'numba', 'matplotlib', 'onnx', "
+        "'onnxruntime', 'threadpoolctl')\n"
+        "def loaded(): return [m for m in heavy if sys.modules.get(m) is not None]\n"
+        "assert not loaded(), loaded()\n"
+        "w = [np.eye(3, dtype=np.float32), np.ones((2, 3), np.float32)]\n"
+        f"SparseMLP.from_dense(w).save({str(model)!r})\n"
+        f"net = SparseMLP.load({str(model)!r})\n"
+        "assert net.predict(np.ones(3, np.float32)) in (0, 1)\n"
+        "kernels.prox_l1(np.ones(3), 0.5)\n"
+        "if kernels.get_backend() == 'cython': assert not loaded(), loaded()\n"
+        "assert callable(kernels.SparseLogisticRegression)\n"
+        "assert 'SparseLinearRegression' in dir(kernels)\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+
+
 # Default, set_backend ------------------------------------------------------
 
 
@@ -466,3 +492,33 @@ def test_contract_every_backend_implements_the_reference(family, backend):
             assert isinstance(kernel, Dispatcher) or (
                 inspect.isfunction(kernel) and kernel.__module__ == module.__name__
             ), name
+
+
+PLANS = ("MatvecPlan", "MLPPlan")
+
+
+def _public_members(cls):
+    return {name for name in dir(cls) if not name.startswith("_")}
+
+
+@pytest.mark.parametrize("plan", PLANS)
+def test_contract_every_backend_has_the_plans(plan, backend):
+    """The one-sample plans are part of every backend's sparse contract
+    (kernels._reference.plans): the same classes, with the same public
+    methods and properties, methods with the same parameters.  (That they
+    are built from the same arguments and give their kernels' bits is
+    tested in test_matvec_plan.py and test_mlp_plan.py, backend by
+    backend.)"""
+    reference = getattr(importlib.import_module("kernels._reference.sparse"), plan)
+    module = _backend._load(backend, "sparse")
+    implemented = getattr(module, plan, None)
+    assert inspect.isclass(implemented), f"{module.__name__} lacks {plan}"
+    assert _public_members(implemented) == _public_members(reference)
+    for name in _public_members(reference):
+        member = getattr(reference, name)
+        if callable(member):
+            assert _parameter_names(getattr(implemented, name)) == (
+                _parameter_names(member)
+            ), f"{module.__name__}.{plan}.{name}"
+        else:
+            assert not callable(getattr(implemented, name)), name

@@ -9,7 +9,7 @@ from _support import assert_close
 from test_sparse import EMPTY_SHAPES, FORMATS, make
 
 from kernels import _backend
-from kernels._reference.sparse import ACTIVATIONS
+from kernels._codes import ACTIVATION_NAMES as ACTIVATIONS
 from kernels.sparse import BSRMatrix, CSRMatrix, QuantizedCSR
 
 LAYER_KERNEL = {

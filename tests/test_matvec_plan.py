@@ -1,8 +1,8 @@
-"""The compiled matrix-vector path of ``kernels.spmv`` (cython backend,
-one thread, our CSRMatrix or QuantizedCSR): ``MatvecPlan`` must give the
-bits of the csr_matvec / qcsr_matvec kernel call, serve only the calls it
-can take, and leave every other call to the general path, whose checks
-and errors are unchanged."""
+"""The one-sample matrix-vector path of ``kernels.spmv`` (one thread, our
+CSRMatrix or QuantizedCSR): each backend's ``MatvecPlan`` must give the
+bits of that backend's csr_matvec / qcsr_matvec kernel call, serve only
+the calls it can take, and leave every other call to the general path,
+whose checks and errors are unchanged."""
 
 import pickle
 
@@ -14,59 +14,67 @@ import kernels
 from kernels._backend import kernels_for
 from kernels.sparse import CSRMatrix, QuantizedCSR, spmv
 
-pytestmark = pytest.mark.skipif(
-    "cython" not in kernels.available_backends(), reason="no cython backend"
-)
-
 SHAPES = [(0, 0), (0, 5), (4, 0), (1, 1), (7, 13), (40, 300)]
 CASES = [("csr", np.float32, np.int32), ("csr", np.float32, np.int64)]
 CASES += [("csr", np.float64, np.int32), ("csr", np.float64, np.int64)]
 CASES += [("qcsr", np.float32, np.int32), ("qcsr", np.float32, np.int64)]
 
 
-def kernel_product(A, x, alpha=1.0, beta=0.0, y=None):
-    """A @ x by the raw cython kernel (no plan)."""
-    kernels_ = kernels_for("sparse", "cython")
+def kernel_product(A, x, alpha=1.0, beta=0.0, y=None, backend=None):
+    """A @ x by the raw kernel of the backend (no plan)."""
+    kernels_ = kernels_for("sparse", backend)
     y = np.zeros(A.shape[0], A.dtype) if y is None else y.copy()
     getattr(kernels_, A._kernels[0])(*A._arrays, x, alpha, beta, y, 1)
     return y
 
 
-def plan_of(A):
-    return getattr(A, "_plan", None)
+def plan_of(A, backend=None):
+    return getattr(A, "_plans_cache", {}).get(backend or kernels.get_backend())
 
 
 @pytest.mark.parametrize("fmt, dtype, index_dtype", CASES)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_plan_gives_the_kernel_bits(fmt, dtype, index_dtype, shape):
+def test_plan_gives_the_kernel_bits(fmt, dtype, index_dtype, shape, backend):
     rng = np.random.default_rng(sum(shape))
     A, dense = make(fmt, rng, shape, dtype, index_dtype)
     x = rng.standard_normal(shape[1]).astype(A.dtype)
     y0 = rng.standard_normal(shape[0]).astype(A.dtype)
-    expected = kernel_product(A, x)
-    got = spmv(A, x, backend="cython", threads=1)
-    assert plan_of(A) is not None
+    expected = kernel_product(A, x, backend=backend)
+    got = spmv(A, x, backend=backend, threads=1)
+    assert plan_of(A, backend) is not None
     assert got.dtype == A.dtype and got.shape == (shape[0],)
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_allclose(got, dense @ x, rtol=1e-5, atol=1e-5)
     out = y0.copy()
-    result = spmv(A, x, out=out, alpha=0.5, beta=-2.0)
-    assert result is out
-    np.testing.assert_array_equal(out, kernel_product(A, x, 0.5, -2.0, y0))
-    np.testing.assert_array_equal(A @ x, expected)
+    with kernels.use_backend(backend):
+        result = spmv(A, x, out=out, alpha=0.5, beta=-2.0)
+        assert result is out
+        np.testing.assert_array_equal(
+            out, kernel_product(A, x, 0.5, -2.0, y0, backend=backend)
+        )
+        np.testing.assert_array_equal(A @ x, expected)
 
 
-def test_plan_is_built_once_and_kept():
+def test_plan_is_built_once_and_kept(backend):
     A, _ = make("csr", np.random.default_rng(0), (6, 9), np.float32)
     x = np.ones(9, np.float32)
-    spmv(A, x)
-    plan = plan_of(A)
-    spmv(A, x, threads=1)
-    spmv(A, x, backend="cython")
-    assert plan_of(A) is plan
+    with kernels.use_backend(backend):
+        spmv(A, x)
+    plan = plan_of(A, backend)
+    spmv(A, x, threads=1, backend=backend)
+    spmv(A, x, backend=f" {backend.upper()}")
+    assert A._plans == {backend: plan}
 
 
-def test_calls_the_plan_cannot_take_go_the_general_way():
+def test_calls_the_plan_cannot_take_go_the_general_way(backend):
+    kernels.set_backend(backend)
+    try:
+        _calls_the_plan_cannot_take()
+    finally:
+        kernels.set_backend(None)
+
+
+def _calls_the_plan_cannot_take():
     rng = np.random.default_rng(1)
     A, dense = make("csr", rng, (8, 10), np.float32)
     x = rng.standard_normal(10).astype(np.float32)
@@ -98,20 +106,17 @@ def test_calls_the_plan_cannot_take_go_the_general_way():
         spmv(A, x, beta=1.0)
 
 
-def test_only_cython_one_thread_calls_take_the_plan():
+def test_only_one_thread_calls_take_the_plan(backend):
     rng = np.random.default_rng(2)
     A, _ = make("csr", rng, (5, 5), np.float64)
     x = rng.standard_normal(5)
-    spmv(A, x, threads=2)
-    for backend in kernels.available_backends():
-        if backend != "cython":
-            spmv(A, x, backend=backend)
-            with kernels.use_backend(backend):
-                spmv(A, x)
-    assert plan_of(A) is None
+    spmv(A, x, threads=2, backend=backend)
+    assert not A._plans
+    spmv(A, x, backend=backend)
+    assert list(A._plans) == [backend]  # each backend its own plan
     B, _ = make("bsr2x2", rng, (4, 4), np.float64)
-    spmv(B, np.ones(4), threads=1, backend="cython")
-    assert plan_of(B) is None  # BSR products keep the kernel call
+    spmv(B, np.ones(4), threads=1, backend=backend)
+    assert not B._plans  # BSR products keep the kernel call
 
 
 def test_scipy_matrices_take_the_general_path():
@@ -121,31 +126,35 @@ def test_scipy_matrices_take_the_general_path():
     np.testing.assert_allclose(spmv(S, x, threads=1), S @ x)
 
 
-def test_a_matrix_with_a_plan_pickles_and_copies():
+def test_a_matrix_with_a_plan_pickles_and_copies(backend):
     import copy
 
     rng = np.random.default_rng(4)
     A, _ = make("qcsr", rng, (6, 9), np.float32)
     x = rng.standard_normal(9).astype(np.float32)
-    expected = spmv(A, x)
-    assert plan_of(A) is not None
+    expected = spmv(A, x, backend=backend)
+    assert plan_of(A, backend) is not None
     for B in (pickle.loads(pickle.dumps(A)), copy.deepcopy(A), copy.copy(A)):
         assert type(B) is QuantizedCSR
-        np.testing.assert_array_equal(spmv(B, x), expected)
+        assert not B._plans
+        np.testing.assert_array_equal(spmv(B, x, backend=backend), expected)
         assert B.bits == A.bits and B.shape == A.shape
 
 
-def test_the_plan_sees_values_changed_in_place():
+def test_the_plan_sees_values_changed_in_place(backend):
     A = CSRMatrix.from_dense(np.array([[1.0, 0.0], [0.0, 2.0]]))
     x = np.array([3.0, 4.0])
-    np.testing.assert_array_equal(spmv(A, x), [3.0, 8.0])
+    np.testing.assert_array_equal(spmv(A, x, backend=backend), [3.0, 8.0])
     A.data[:] *= 2
-    np.testing.assert_array_equal(spmv(A, x), [6.0, 16.0])
+    np.testing.assert_array_equal(spmv(A, x, backend=backend), [6.0, 16.0])
     with pytest.raises(ValueError):
         A.data.resize(1)  # held by the plan: cannot be resized
 
 
-def test_plan_constructor_checks_its_arguments():
+@pytest.mark.skipif(
+    "cython" not in kernels.available_backends(), reason="no cython backend"
+)
+def test_cython_plan_constructor_checks_its_arguments():
     plan_class = kernels_for("sparse", "cython").MatvecPlan
     A, _ = make("csr", np.random.default_rng(5), (3, 4), np.float32)
     with pytest.raises(ValueError, match="format"):
@@ -154,6 +163,11 @@ def test_plan_constructor_checks_its_arguments():
         plan_class("csr", A.shape, (A.data.astype(np.int16), *A._arrays[1:]))
     with pytest.raises(ValueError):
         plan_class("csr", (5, 4), A._arrays)  # indptr does not fit
+
+
+def test_plan_runs_only_the_simple_case(backend):
+    plan_class = kernels_for("sparse", backend).MatvecPlan
+    A, _ = make("csr", np.random.default_rng(5), (3, 4), np.float32)
     plan = plan_class("csr", A.shape, A._arrays)
     assert plan.shape == A.shape and plan.dtype == np.float32
     assert plan.matvec(np.ones(4, np.float64), None, 1.0, 0.0) is None
@@ -163,3 +177,7 @@ def test_plan_constructor_checks_its_arguments():
     frozen = np.ones(3, np.float32)
     frozen.flags.writeable = False
     assert plan.matvec(np.ones(4, np.float32), frozen, 1.0, 0.0) is None
+    assert plan.matvec(np.ones(8, np.float32)[::2], None, 1.0, 0.0) is None
+    shared = np.ones(7, np.float32)
+    assert plan.matvec(shared[:4], shared[4:], 1.0, 0.0) is not None
+    assert plan.matvec(shared[:4], shared[3:6], 1.0, 0.0) is None  # overlap

@@ -18,7 +18,8 @@ import pytest
 from test_sparse import make
 
 import kernels
-from kernels._reference.sparse import ACTIVATIONS
+from kernels._backend import kernels_for
+from kernels._codes import ACTIVATION_NAMES as ACTIVATIONS
 from kernels.nn import SparseLinear, SparseMLP
 from kernels.sparse import BSRMatrix, CSRMatrix, QuantizedCSR
 
@@ -140,8 +141,7 @@ def test_one_sample_is_the_batch_path_and_the_reference(
         assert y.flags.c_contiguous and y.flags.writeable and y.flags.owndata
         np.testing.assert_array_equal(y, net.forward(x[None], threads=2)[0])
         assert_reference(y, net.forward(x, backend="numpy"), net.dtype)
-    if backend == "cython":
-        assert net._plan is not None  # the plan did serve these calls
+    assert backend in net._plans  # the backend's plan did serve these calls
 
 
 @pytest.mark.parametrize("activation", ACTIVATIONS)
@@ -324,44 +324,41 @@ def test_softmax_of_extreme_logits_never_warns():
 # Dispatch: which calls take the plan -----------------------------------------
 
 
-@needs_cython
-def test_plan_serves_only_cython_one_thread_one_sample(monkeypatch):
+def test_plan_serves_one_thread_one_sample(monkeypatch, backend):
+    """Each backend's plan serves the one-thread one-sample calls on that
+    backend (a batch of one included), and only those."""
     rng = np.random.default_rng(5)
     net = random_model(rng, ("csr",), np.float64)
     x = rng.standard_normal(net.in_features)
-    expected = net.forward(x[None], threads=2)[0]
-    for backend in BACKENDS:
-        if backend != "cython":
-            with kernels.use_backend(backend):
-                assert_reference(net.forward(x), expected, np.float64)
-            assert_reference(net.forward(x, backend=backend), expected, np.float64)
-    assert net._plan is None  # no cython one-sample call yet
-    net.forward(x, threads=2)
-    net.forward(x[None], threads=2)
-    net.forward(np.stack([x, x]))
-    assert net._plan is None
-    np.testing.assert_array_equal(net.forward(x[None], threads=1), expected[None])
-    assert net._plan is not None  # a batch of one takes the plan
-    net._plan = None
-    np.testing.assert_array_equal(net.forward(x, threads=1), expected)
-    plan = net._plan
-    assert plan is not None
-    np.testing.assert_array_equal(net.forward(x, backend="cython"), expected)
-    assert net._plan is plan  # built once
+    expected = net.forward(x[None], threads=2, backend=backend)[0]
+    net.forward(x, threads=2, backend=backend)
+    net.forward(x[None], threads=2, backend=backend)
+    net.forward(np.stack([x, x]), backend=backend)
+    assert not net._plans
+    np.testing.assert_array_equal(
+        net.forward(x[None], threads=1, backend=backend), expected[None]
+    )
+    assert list(net._plans) == [backend]  # a batch of one takes the plan
+    net._plans.clear()
+    with kernels.use_backend(backend):
+        np.testing.assert_array_equal(net.forward(x, threads=1), expected)
+        plan = net._plans[backend]
+        np.testing.assert_array_equal(net.forward(x), expected)
+    np.testing.assert_array_equal(net.forward(x, backend=backend.upper()), expected)
+    assert net._plans == {backend: plan}  # built once, under the canonical name
 
     def refuse(*args):
         raise AssertionError("the plan was used")
 
-    monkeypatch.setattr(net, "_plan", type("Refuse", (), {"forward": refuse})())
+    monkeypatch.setitem(net._plans, backend, type("Refuse", (), {"forward": refuse})())
     net.threads = 2
-    np.testing.assert_array_equal(net.forward(x), expected)  # threaded: batch path
+    np.testing.assert_array_equal(net.forward(x, backend=backend), expected)
     net.threads = None
-    with kernels.use_backend("numpy"):
-        assert_reference(net.forward(x), expected, np.float64)
+    with pytest.raises(AssertionError, match="the plan was used"):
+        net.forward(x, backend=backend)
 
 
-@needs_cython
-def test_plan_holds_its_arrays():
+def test_plan_holds_its_arrays(backend):
     """The plan keeps every array alive after the model is gone, and sees
     values modified in place (as the layer kernels do)."""
     import gc
@@ -369,8 +366,8 @@ def test_plan_holds_its_arrays():
     rng = np.random.default_rng(6)
     net = random_model(rng, ("csr", "int8"), np.float32)
     x = rng.standard_normal(net.in_features).astype(np.float32)
-    expected = net.forward(x)
-    plan = net._plan
+    expected = net.forward(x, backend=backend)
+    plan = net._plans[backend]
     layer = net.layers[0]
     del net
     gc.collect()
@@ -392,20 +389,20 @@ COMBINATIONS = (
 )
 
 
-@needs_cython
 @pytest.mark.parametrize(
     ("fmt", "values", "indices", "indptr"),
     COMBINATIONS,
     ids=lambda v: v if isinstance(v, str) else np.dtype(v).name,
 )
-def test_plan_every_dtype_combination(fmt, values, indices, indptr, rng):
+def test_plan_every_dtype_combination(fmt, values, indices, indptr, backend, rng):
     """Each array dtype combination the layer kernels take (int64 indptr of
     int8 weights too, which QuantizedCSR only builds past 2**31 entries):
     a two-layer plan gives the bits of the layer kernels at batch 1."""
-    from kernels._cy import sparse as cy
-
+    module = kernels_for("sparse", backend)
     dtype = np.float32 if fmt == "int8" else values
-    kernel = {"csr": cy.csr_layer, "bsr": cy.bsr_layer, "int8": cy.qcsr_layer}[fmt]
+    kernel = getattr(
+        module, {"csr": "csr_layer", "bsr": "bsr_layer"}.get(fmt, "qcsr_layer")
+    )
     layers, weights = [], []
     for shape, activation in (((8, 12), 2), ((4, 8), 3)):
         A = _weight(rng, fmt, shape, dtype, np.int32)
@@ -415,7 +412,7 @@ def test_plan_every_dtype_combination(fmt, values, indices, indptr, rng):
         bias = rng.uniform(-1, 1, shape[0]).astype(dtype)
         layers.append((fmt, shape, (*arrays, bias), activation))
         weights.append((arrays, bias, activation))
-    plan = cy.MLPPlan(layers)
+    plan = module.MLPPlan(layers)
     x = rng.standard_normal(12).astype(dtype)
     H = x[:, None].copy()
     for arrays, bias, activation in weights:

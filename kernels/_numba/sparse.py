@@ -39,6 +39,9 @@ import numba
 import numpy as np
 from numba import prange
 
+from kernels._codes import ACTIVATION_RELU as _RELU
+from kernels._codes import ACTIVATION_SIGMOID as _SIGMOID
+from kernels._codes import ACTIVATION_TANH as _TANH
 from kernels._numba._jit import kernel
 
 _FAST = {"fastmath": {"contract"}}
@@ -535,8 +538,6 @@ def qcsr_matmat(values, indices, indptr, scales, X, alpha, beta, Y, n_threads):
 
 
 # Layers ------------------------------------------------------------------
-# activation codes as kernels._reference.sparse.ACTIVATIONS
-_RELU, _TANH, _SIGMOID = 1, 2, 3
 
 
 @kernel(**_FAST)
@@ -569,8 +570,8 @@ def _bias_activation(Y, bias, activation):
 def csr_layer(data, indices, indptr, bias, X, activation, Y, n_threads):
     """Y = activation(A @ X + bias[:, None]) for A in CSR, feature-major X
     (n, k) and Y (m, k): csr_matmat with alpha = 1, beta = 0, then one
-    compiled pass adding the bias and applying the activation (code as
-    kernels._reference.sparse.ACTIVATIONS).  O(nnz * k + m * k); moves the
+    compiled pass adding the bias and applying the activation (a code of
+    kernels._codes).  O(nnz * k + m * k); moves the
     bytes of csr_matmat plus m * sv of bias.  Spec: kernels._reference.sparse.
     """
     csr_matmat(data, indices, indptr, X, 1.0, 0.0, Y, n_threads)
@@ -591,3 +592,14 @@ def qcsr_layer(values, indices, indptr, scales, bias, X, activation, Y, n_thread
     csr_layer.  O(nnz * k + m * k).  Spec: kernels._reference.sparse."""
     qcsr_matmat(values, indices, indptr, scales, X, 1.0, 0.0, Y, n_threads)
     _bias_activation(Y, bias, activation)
+
+
+def __getattr__(name):
+    """The one-sample plans, ``MatvecPlan`` and ``MLPPlan``: part of every
+    backend's sparse contract (kernels._reference.plans gives it), defined
+    in kernels._numba.plans, which calls the kernels of this module."""
+    if name in ("MatvecPlan", "MLPPlan"):
+        from kernels._numba import plans
+
+        return getattr(plans, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,8 +23,8 @@ argument.  ``kernels.sparse`` validates everything first; a kernel trusts:
   threads (the reference ignores it).
 * A layer kernel (``csr_layer``, ``bsr_layer``, ``qcsr_layer``) computes
   Y = activation(A @ X + bias[:, None]): ``bias`` has m entries of Y's
-  dtype and ``activation`` is an index into ``ACTIVATIONS`` (0 identity,
-  1 relu, 2 tanh, 3 sigmoid), never a Python function.
+  dtype and ``activation`` an activation code of ``kernels._codes`` (0
+  identity, 1 relu, 2 tanh, 3 sigmoid), never a Python function.
 
 Cost model (ALGORITHMS.md section 6): y = A x reads nnz * (value + index)
 bytes, (m + 1) index bytes of ``indptr``, x (n values, from cache when it
@@ -35,10 +35,9 @@ loaded non-zero k times.
 import numpy as np
 
 from kernels._checks import row_ids
-
-# The activation codes of the layer kernels: ACTIVATIONS[code] is its name.
-ACTIVATIONS = ("identity", "relu", "tanh", "sigmoid")
-_RELU, _TANH, _SIGMOID = 1, 2, 3
+from kernels._codes import ACTIVATION_RELU as _RELU
+from kernels._codes import ACTIVATION_SIGMOID as _SIGMOID
+from kernels._codes import ACTIVATION_TANH as _TANH
 
 
 def _finish(product, alpha, beta, y):
@@ -190,3 +189,14 @@ def qcsr_layer(values, indices, indptr, scales, bias, X, activation, Y, n_thread
     CSR matrix, feature-major X and Y, float32.  O(nnz * k + m * k)."""
     product = _csr_product(values, indices, indptr, X, Y.shape[0])
     _layer(product * scales.astype(np.float64)[:, None], bias, activation, Y)
+
+
+def __getattr__(name):
+    """The one-sample plans, ``MatvecPlan`` and ``MLPPlan``: part of every
+    backend's sparse contract (kernels._reference.plans gives it), defined
+    in kernels._reference.plans, which calls the kernels of this module."""
+    if name in ("MatvecPlan", "MLPPlan"):
+        from kernels._reference import plans
+
+        return getattr(plans, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,142 @@
+"""Building a SparseMLP's layers: from dense weights (pruning, quantising,
+blocking, layer by layer) and from a fitted scikit-learn MLPClassifier.
+``SparseMLP.from_dense`` and ``SparseMLP.from_sklearn`` document the
+arguments."""
+
+import numpy as np
+
+from kernels import _checks
+from kernels.nn import FORMATS, SparseLinear
+from kernels.sparse import BSRMatrix, CSRMatrix, QuantizedCSR
+
+_SKLEARN_ACTIVATIONS = {
+    "relu": "relu",
+    "tanh": "tanh",
+    "logistic": "sigmoid",
+    "identity": "identity",
+}
+
+
+def dense_layers(
+    weights,
+    biases,
+    activation,
+    output_activation,
+    threshold,
+    density,
+    fmt,
+    blocksize,
+    bits,
+    dtype,
+):
+    """The ``SparseLinear`` layers of ``SparseMLP.from_dense``."""
+    weights = list(weights)
+    n = len(weights)
+    if n == 0:
+        raise ValueError("weights must hold at least one array")
+    weights = [
+        _checks.as_float_array(W, f"weights[{i}]") for i, W in enumerate(weights)
+    ]
+    biases = [None] * n if biases is None else list(biases)
+    if len(biases) != n:
+        raise ValueError(
+            f"biases must be None or hold one entry per layer ({n}), got {len(biases)}"
+        )
+    fmts = _per_layer(fmt, n, "fmt")
+    for i, f in enumerate(fmts):
+        if f not in FORMATS:
+            raise ValueError(
+                f"fmt must be one of {', '.join(map(repr, FORMATS))}, got "
+                f"{f!r} for layer {i}"
+            )
+    if dtype is not None:
+        dtype = _checks.float_dtype(dtype, "dtype")
+    elif "int8" in fmts:
+        dtype = np.dtype(np.float32)
+    else:
+        dtype = np.result_type(*weights)
+    options = zip(
+        weights,
+        biases,
+        _per_layer(threshold, n, "threshold"),
+        _per_layer(density, n, "density"),
+        fmts,
+        _per_layer(blocksize, n, "blocksize", pair=True),
+        _per_layer(bits, n, "bits"),
+        strict=True,
+    )
+    layers = []
+    for i, (W, bias, t, d, f, bs, b) in enumerate(options):
+        try:
+            weight = _sparse_weight(W, t, d, f, bs, b, dtype)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"layer {i}: {exc}") from exc
+        act = output_activation if i == n - 1 else activation
+        layers.append(SparseLinear(weight, bias, act))
+    return layers
+
+
+def sklearn_network(mlp):
+    """(weights, biases, hidden activation, classes) of a fitted
+    scikit-learn ``MLPClassifier``, checked (``SparseMLP.from_sklearn``)."""
+    if not (hasattr(mlp, "hidden_layer_sizes") and hasattr(mlp, "activation")):
+        raise TypeError(
+            f"mlp must be a fitted scikit-learn MLPClassifier, got {type(mlp).__name__}"
+        )
+    coefs = getattr(mlp, "coefs_", None)
+    intercepts = getattr(mlp, "intercepts_", None)
+    if coefs is None or intercepts is None:
+        raise ValueError(
+            f"this {type(mlp).__name__} is not fitted (it has no coefs_): "
+            "call fit first"
+        )
+    output = getattr(mlp, "out_activation_", None)
+    classes = getattr(mlp, "classes_", None)
+    if output not in ("softmax", "logistic") or classes is None:
+        raise ValueError(
+            f"only classifiers (MLPClassifier) can be converted: "
+            f"{type(mlp).__name__} with out_activation_={output!r} is not "
+            "supported"
+        )
+    n_outputs = np.shape(coefs[-1])[-1]
+    if output == "logistic" and n_outputs != 1:
+        raise ValueError(
+            f"multilabel classifiers ({n_outputs} independent logistic "
+            "outputs) are not supported"
+        )
+    activation = _SKLEARN_ACTIVATIONS.get(mlp.activation)
+    if activation is None:
+        raise ValueError(
+            f"mlp.activation={mlp.activation!r} is not supported (relu, "
+            "tanh, logistic or identity)"
+        )
+    return [np.asarray(W).T for W in coefs], list(intercepts), activation, classes
+
+
+def _per_layer(value, n, name, pair=False):
+    """One value per layer: ``value`` repeated, or ``value`` itself when it
+    is a list of n (for ``pair``, a value is a pair such as (4, 4))."""
+    single = np.ndim(value) == (1 if pair else 0) or value is None
+    if single:
+        return [value] * n
+    values = list(value)
+    if len(values) != n:
+        raise ValueError(
+            f"{name} must be one value or a list of one per layer ({n}), got "
+            f"{len(values)} values"
+        )
+    return values
+
+
+def _sparse_weight(W, threshold, density, fmt, blocksize, bits, dtype):
+    csr = CSRMatrix.from_dense(
+        W,
+        threshold=0.0 if threshold is None else threshold,
+        density=density,
+        dtype=dtype,
+    )
+    if fmt == "bsr":
+        return BSRMatrix.from_csr(csr, blocksize)
+    if fmt == "int8":
+        return QuantizedCSR.from_csr(csr, bits=bits)
+    return csr
