@@ -53,7 +53,7 @@ import sys
 import numpy as np
 
 from kernels import _checks
-from kernels._backend import kernels_for, resolve
+from kernels._backend import get_backend, kernels_for, resolve
 
 __all__ = ["CSRMatrix", "BSRMatrix", "QuantizedCSR", "spmv", "spmv_t", "spmm"]
 
@@ -163,18 +163,21 @@ class _SparseOperator:
     density, ``@``.  A subclass provides ``_arrays``, the arguments its
     kernels take before the vector."""
 
-    # _plans: the one-sample plans (MatvecPlan) of a CSR or quantised
+    # _plans_cache: the one-sample plans (MatvecPlan) of a CSR or quantised
     # matrix, by backend name, built by its first small product on each
-    # backend; left out of pickles (they hold buffers, and are a cache).
-    __slots__ = ("_shape", "_plans_cache")
+    # backend; _plan_memo: the plan (or None) that a product with a given
+    # (backend, threads) pair takes.  Both left out of pickles (plans hold
+    # buffers, and both are caches).
+    __slots__ = ("_shape", "_plans_cache", "_plan_memo")
     _plan_format = None  # "csr" / "int8": the formats a MatvecPlan takes
+    _CACHES = ("_plans_cache", "_plan_memo")
 
     def __getstate__(self):
         return {
             name: getattr(self, name)
             for cls in type(self).__mro__
             for name in cls.__dict__.get("__slots__", ())
-            if name != "_plans_cache" and hasattr(self, name)
+            if name not in self._CACHES and hasattr(self, name)
         }
 
     def __setstate__(self, state):
@@ -750,26 +753,42 @@ def _coefficients(alpha, beta, out):
 
 
 def _matvec_plan(A, threads, backend):
-    """The one-sample plan (the backend's ``MatvecPlan``) of A, built on
-    first use and kept on A, one per backend, when A is our CSRMatrix or
-    QuantizedCSR and a product with these ``threads`` and ``backend``
-    arguments runs on one thread; else None (the general path then
-    validates the arguments)."""
+    """The one-sample plan (the backend's ``MatvecPlan``) of A when A is
+    our CSRMatrix or QuantizedCSR and a product with these ``threads`` and
+    ``backend`` arguments runs on one thread; else None (the general path
+    then validates the arguments).  The answer for a (backend, threads)
+    pair is remembered on A: after the first call, one dict look-up."""
+    key = (get_backend() if backend is None else backend, threads)
+    try:
+        return A._plan_memo[key]
+    except (AttributeError, KeyError, TypeError):
+        return _new_matvec_plan(A, threads, backend, key)
+
+
+def _new_matvec_plan(A, threads, backend, key):
+    """_matvec_plan the first time: the plan built (one per backend, kept
+    on A) or found, and the answer remembered for ``key``."""
     fmt = getattr(type(A), "_plan_format", None)
     if fmt is None:
         return None
     if threads is None:
-        if A._arrays[0].size >= PARALLEL_MIN_WORK:
-            return None
-    elif type(threads) is not int or threads != 1:
-        return None
-    name = resolve(backend)
-    plans = A._plans
-    plan = plans.get(name)
-    if plan is None:
-        plan = plans[name] = kernels_for("sparse", name).MatvecPlan(
-            fmt, A._shape, A._arrays
-        )
+        one_thread = A._arrays[0].size < PARALLEL_MIN_WORK
+    elif type(threads) is int and threads == 1:
+        one_thread = True
+    else:
+        return None  # not remembered: the general path checks any other value
+    plan = None
+    if one_thread:
+        name = resolve(backend)
+        plan = A._plans.get(name)
+        if plan is None:
+            plan = kernels_for("sparse", name).MatvecPlan(fmt, A._shape, A._arrays)
+            A._plans[name] = plan
+    try:
+        memo = A._plan_memo
+    except AttributeError:
+        memo = A._plan_memo = {}
+    memo[key] = plan
     return plan
 
 
