@@ -1,127 +1,116 @@
 """Proximal operators (kernels.prox) against the NumPy expressions a user
-would write instead.  All stream their input once: bytes moved = read x +
-write out (cumulative_l1: read and write w and received)."""
+would write instead: the cases of ``kernels.benchmarks.prox``, for every
+implementation x dtype x size.  All stream their input once: bytes moved =
+read x + write out (cumulative_l1: read and write w and received).
 
-import numpy as np
+Reported: ``time_kernel``, ``peakmem_kernel``, ``track_gbps``,
+``track_percent_of_copy`` (of ``np.copyto`` of the same array) and
+``track_speedup_over_numpy_expression``.
+"""
 
-import kernels
+from kernels.benchmarks import EXPRESSION, prox
 
 from .common import (
-    BASELINE,
     DTYPES,
     IMPLEMENTATIONS,
-    KernelBenchmark,
-    Workload,
-    random_array,
+    SIZES,
+    BandwidthBenchmark,
+    parse_shape,
+    speedup_over_peer,
 )
 
-THRESHOLD = 0.5
+GROUP_SHAPES = ("1x1024", "100x1024", "4096x1024", "10000x1024")
 
 
-def soft_threshold_expression(x, threshold, out):
-    np.multiply(np.sign(x), np.maximum(np.abs(x) - threshold, 0), out=out)
+class _ProxBenchmark(BandwidthBenchmark):
+    """One factory of ``kernels.benchmarks.prox`` (``make``) on a vector of
+    ``size`` elements."""
 
+    params = (IMPLEMENTATIONS, DTYPES, SIZES)
+    param_names = ("implementation", "dtype", "size")
 
-def group_rows_expression(x, threshold, out):
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    np.multiply(x, np.maximum(1 - threshold / norms, 0), out=out)
+    def case(self, implementation, dtype, size):
+        return self.make(size, dtype), implementation
 
-
-def cumulative_l1_expression(w, received, total):
-    z = w.copy()
-    w[...] = np.where(
-        z > 0,
-        np.maximum(z - (total + received), 0),
-        np.where(z < 0, np.minimum(z + (total - received), 0), z),
+    track_speedup_over_numpy_expression = speedup_over_peer(
+        EXPRESSION, "x faster than numpy-expression"
     )
-    received += w - z
 
 
-def l1_ball_expression(x, radius, out):
-    """Duchi et al. (2008): sort the magnitudes, find the threshold."""
-    u = np.sort(np.abs(x), axis=None)[::-1]
-    excess = np.cumsum(u) - radius
-    rho = np.flatnonzero(u * np.arange(1, u.size + 1) > excess)[-1]
-    soft_threshold_expression(x, excess[rho] / (rho + 1), out)
+class _GroupBenchmark(_ProxBenchmark):
+    """Group soft thresholding of a (rows, 1024) weight matrix; the
+    threshold is about a typical group norm, so about half the groups
+    become zero."""
 
-
-class ProxL1(KernelBenchmark):
-    """Soft thresholding, the prox of threshold * ||x||_1."""
-
-    def make(self, implementation, dtype, size):
-        x = random_array(size, dtype)
-        out = np.empty_like(x)
-        if implementation == BASELINE:
-            return Workload(
-                lambda: soft_threshold_expression(x, THRESHOLD, out), 2 * x.nbytes, x
-            )
-        return Workload(
-            lambda: kernels.prox_l1(x, THRESHOLD, out=out, backend=implementation),
-            2 * x.nbytes,
-            x,
-        )
-
-
-class ProxGroupL1Rows(KernelBenchmark):
-    """Group soft thresholding of a (rows, 1024) weight matrix, one group
-    per row; the threshold is about a typical row norm, so about half the
-    rows become zero."""
-
-    params = (
-        IMPLEMENTATIONS,
-        DTYPES,
-        ("1x1024", "100x1024", "4096x1024", "10000x1024"),
-    )
+    params = (IMPLEMENTATIONS, DTYPES, GROUP_SHAPES)
     param_names = ("implementation", "dtype", "shape")
 
-    def make(self, implementation, dtype, shape):
-        x = random_array(tuple(int(n) for n in shape.split("x")), dtype)
-        out = np.empty_like(x)
-        threshold = float(np.sqrt(x.shape[1]))
-        if implementation == BASELINE:
-            return Workload(
-                lambda: group_rows_expression(x, threshold, out), 2 * x.nbytes, x
-            )
-        return Workload(
-            lambda: kernels.prox_group_l1(
-                x, threshold, "rows", out=out, backend=implementation
-            ),
-            2 * x.nbytes,
-            x,
-        )
+    options = {}
+
+    def case(self, implementation, dtype, shape):
+        case = prox.prox_group_l1(parse_shape(shape), dtype, **self.options)
+        return case, implementation
 
 
-class CumulativeL1(KernelBenchmark):
-    """The cumulative l1 penalty, in place.  The warm-up call in setup
-    applies the penalty; the timed calls then find every weight at its fixed
-    point (no new penalty), which does the same work per element."""
+class ProxL1(_ProxBenchmark):
+    """Soft thresholding, the prox of 0.5 * ||x||_1."""
 
-    def make(self, implementation, dtype, size):
-        w = random_array(size, dtype)
-        received = np.zeros_like(w)
-        total = 0.1
-        if implementation == BASELINE:
-            return Workload(
-                lambda: cumulative_l1_expression(w, received, total), 4 * w.nbytes, w
-            )
-        return Workload(
-            lambda: kernels.cumulative_l1(w, received, total, backend=implementation),
-            4 * w.nbytes,
-            w,
-        )
+    make = staticmethod(prox.prox_l1)
 
 
-class ProjectL1Ball(KernelBenchmark):
+class ProxElasticNet(_ProxBenchmark):
+    """The prox of 0.5 * ||x||_1 + 0.1 / 2 * ||x||^2."""
+
+    make = staticmethod(prox.prox_elastic_net)
+
+
+class ProxL0(_ProxBenchmark):
+    """Hard thresholding, the prox of 0.5 * ||x||_0."""
+
+    make = staticmethod(prox.prox_l0)
+
+
+class ProjectBox(_ProxBenchmark):
+    """The projection onto [-1, 1]^n."""
+
+    make = staticmethod(prox.project_box)
+
+
+class KeepTopK(_ProxBenchmark):
+    """The 10% entries of largest magnitude."""
+
+    make = staticmethod(prox.keep_top_k)
+
+
+class ProjectL1Ball(_ProxBenchmark):
     """Projection onto the l1 ball whose radius is a tenth of ||x||_1."""
 
-    def make(self, implementation, dtype, size):
-        x = random_array(size, dtype)
-        out = np.empty_like(x)
-        radius = 0.1 * float(np.abs(x).sum(dtype=np.float64))
-        if implementation == BASELINE:
-            return Workload(lambda: l1_ball_expression(x, radius, out), 2 * x.nbytes, x)
-        return Workload(
-            lambda: kernels.project_l1_ball(x, radius, out=out, backend=implementation),
-            2 * x.nbytes,
-            x,
-        )
+    make = staticmethod(prox.project_l1_ball)
+
+
+class CumulativeL1(_ProxBenchmark):
+    """The cumulative l1 penalty, in place; the running total alternates
+    between 0.1 and 0.2, so that every non-zero weight moves on every
+    call."""
+
+    make = staticmethod(prox.cumulative_l1)
+
+
+class ProxGroupL1Rows(_GroupBenchmark):
+    """One group per row."""
+
+    options = {"groups": "rows"}
+
+
+class ProxGroupL1RowsInPlace(_GroupBenchmark):
+    """One group per row, in place (out=x) with threshold 1e-3, as a
+    training loop applies it: the rows stay alive over thousands of
+    calls."""
+
+    options = {"groups": "rows", "threshold": 1e-3, "in_place": True}
+
+
+class ProxGroupL1Cols(_GroupBenchmark):
+    """One group per column."""
+
+    options = {"groups": "cols"}

@@ -21,14 +21,14 @@ them (a conservative figure for ours).  BLAS is pinned to one thread.
 """
 
 import functools
-import time
 import warnings
 
 import numpy as np
 
 import kernels.solvers
+from kernels.benchmarks.timing import marginal_seconds, single_thread_blas
 
-from .common import AVAILABLE, SMOKE, single_thread_blas
+from .common import AVAILABLE, SMOKE
 
 # The smoke run (scripts/asv-smoke) checks that every row runs: a loose
 # tolerance, short runs and a small sparse problem then keep it to seconds.
@@ -38,7 +38,7 @@ PROBLEMS = ("breast_cancer", "digits_l2", "digits_l1", "sparse_l1")
 OURS = ("svrg", "saga", "sarah", "scsg", "vcsg", "sgd")
 
 
-def _load(name):
+def load_problem(name):
     """(X, y, alpha, beta, loss) of a benchmark problem."""
     rng = np.random.default_rng(0)
     if name == "breast_cancer":
@@ -66,11 +66,18 @@ def _load(name):
     return X, y, 0.0, 1e-5, "logistic"
 
 
+def epoch_seconds(result):
+    """Our solver's seconds per epoch: the median of the epoch-to-epoch
+    differences of ``result.history``, the solver's clock, which leaves out
+    its monitoring passes."""
+    return float(np.median(np.diff([entry[1] for entry in result.history])))
+
+
 def _penalty(beta):
     return "l1" if beta > 0 else None
 
 
-def _ours(name, problem, backend, **options):
+def solve_ours(name, problem, backend, **options):
     X, y, alpha, beta, loss = problem
     kwargs = dict(
         loss=loss, alpha=alpha, penalty=_penalty(beta), beta=beta, backend=backend
@@ -79,7 +86,7 @@ def _ours(name, problem, backend, **options):
     return getattr(kernels.solvers, name)(X, y, **kwargs)
 
 
-def _sklearn(problem, max_iter, tol=0.0):
+def solve_sklearn(problem, max_iter, tol=0.0):
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
 
@@ -104,7 +111,7 @@ def _sklearn(problem, max_iter, tol=0.0):
     return model
 
 
-def _objective(problem, coef):
+def objective(problem, coef):
     X, y, alpha, beta, loss = problem
     coef = np.atleast_2d(coef)
     margins = np.asarray(X @ coef.T)
@@ -119,7 +126,7 @@ def _objective(problem, coef):
     return value + alpha / 2 * np.sum(coef * coef) + beta * np.abs(coef).sum()
 
 
-def _copt(problem, max_iter):
+def solve_copt(problem, max_iter):
     import copt
     from copt import loss as copt_loss
     from copt import penalty as copt_penalty
@@ -180,7 +187,7 @@ class SecondsPerEpoch:
                 "about 11 s per epoch: run once in scripts/solver-report"
             )
         single_thread_blas()
-        X, *rest = _load(problem_name)
+        X, *rest = load_problem(problem_name)
         self.problem = (X.astype(dtype), *rest)
         # the peers' figure is a difference of two runs (see below): on the
         # small problems it needs many epochs to stand out of the noise of
@@ -192,10 +199,10 @@ class SecondsPerEpoch:
 
     def run(self, implementation, epochs):
         if implementation == "copt":
-            return _copt(self.problem, epochs)
+            return solve_copt(self.problem, epochs)
         if implementation == "sklearn":
-            return _sklearn(self.problem, epochs)
-        return _ours(
+            return solve_sklearn(self.problem, epochs)
+        return solve_ours(
             "saga", self.problem, implementation, max_epochs=epochs, tol=0.0, seed=0
         )
 
@@ -203,14 +210,10 @@ class SecondsPerEpoch:
         if implementation in ("copt", "sklearn"):
             # a call's fixed cost (copt compiles its loop on every call,
             # about 0.9 s) cancels out of the difference of two runs
-            seconds = []
-            for epochs in (1, 1 + self.epochs):
-                started = time.perf_counter()
-                self.run(implementation, epochs)
-                seconds.append(time.perf_counter() - started)
-            return (seconds[1] - seconds[0]) / self.epochs
-        history = self.run(implementation, self.epochs).history
-        return float(np.median(np.diff([entry[1] for entry in history])))
+            return marginal_seconds(
+                functools.partial(self.run, implementation), self.epochs
+            )
+        return epoch_seconds(self.run(implementation, self.epochs))
 
     def peakmem_saga(self, implementation, problem_name, dtype):
         self.run(implementation, 1)
@@ -231,9 +234,9 @@ class ToTolerance:
         """F* per problem, and the epochs the peers need to reach it."""
         results = {}
         for name in self.params[1]:
-            problem = _load(name)
+            problem = load_problem(name)
             backend = AVAILABLE[0]
-            best = _ours(
+            best = solve_ours(
                 "svrg",
                 problem,
                 backend,
@@ -243,13 +246,14 @@ class ToTolerance:
             ).objective
             peer_epochs = MAX_EPOCHS if SMOKE else 10_000
             best = min(
-                best, _objective(problem, _sklearn(problem, peer_epochs, 1e-12).coef_)
+                best,
+                objective(problem, solve_sklearn(problem, peer_epochs, 1e-12).coef_),
             )
             target = best * (1 + TOLERANCE)
             epochs = {}
-            peers = [("sklearn-saga", lambda p, k: _sklearn(p, k).coef_)]
+            peers = [("sklearn-saga", lambda p, k: solve_sklearn(p, k).coef_)]
             if problem[4] != "multinomial":  # copt has no multinomial loss
-                peers.append(("copt-saga", lambda p, k: _copt(p, k).x))
+                peers.append(("copt-saga", lambda p, k: solve_copt(p, k).x))
             for peer, coef_after in peers:
                 if SMOKE:  # every row runs; the epochs need not reach F*
                     epochs[peer] = 2
@@ -275,7 +279,7 @@ class ToTolerance:
         if backend in ("sklearn", "copt") and epochs.get(implementation) is None:
             raise NotImplementedError(f"{implementation} did not reach the tolerance")
         single_thread_blas()
-        self.problem = _load(problem_name)
+        self.problem = load_problem(problem_name)
         self.target = best * (1 + TOLERANCE)
         self.backend, self.solver = backend, solver
         self.epochs = epochs.get(implementation)
@@ -283,15 +287,15 @@ class ToTolerance:
 
     def solve(self):
         if self.backend == "sklearn":
-            return _sklearn(self.problem, self.epochs)
+            return solve_sklearn(self.problem, self.epochs)
         if self.backend == "copt":
-            return _copt(self.problem, self.epochs)
+            return solve_copt(self.problem, self.epochs)
         options = (
             {"batch_size": self.problem[0].shape[0]} if self.solver == "sgd" else {}
         )
         if self.solver == "vcsg":
             options.update(lam_unbiased=0.5, eps=0.0)
-        return _ours(
+        return solve_ours(
             self.solver,
             self.problem,
             self.backend,
@@ -317,7 +321,7 @@ class ToTolerance:
 
 
 def _objective_after(coef_after, problem, epochs):
-    return _objective(problem, coef_after(problem, epochs))
+    return objective(problem, coef_after(problem, epochs))
 
 
 def _epochs_to(objective_after, target, limit=4096):

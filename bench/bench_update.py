@@ -1,94 +1,54 @@
 """The fused proximal gradient step (kernels.prox_gradient_step) against the
-NumPy expression a user would write for the same training-loop update:
+NumPy a user would write for the same training-loop update: the cases of
+``kernels.benchmarks.update``.
 
     v = (1 - lam) * (g - s) + lam * mu      # the lambda-estimator
     w -= step * v
     kernels.prox_l1(w, step * beta, out=w)   # or the cumulative penalty
 
-In place on w, as a training loop runs it.  Bytes moved, the least any
-implementation must move: read w, g, s, mu and write w (5 arrays; the
-cumulative penalty also reads and writes its state: 7).
+In place on w, as a training loop runs it ("numpy-expression"; the
+implementation "numpy-expression-numpy-prox" writes the soft threshold in
+NumPy too).  Bytes moved, the least any implementation must move: read w,
+g, s, mu and write w (5 arrays; the cumulative penalty also reads and
+writes its state: 7; plain SGD reads w and g and writes w: 3).
 """
 
-import kernels
+from kernels.benchmarks import EXPRESSION, update
 
-from .common import BASELINE, IMPLEMENTATIONS, KernelBenchmark, Workload, random_array
-
-LAM, STEP, BETA = 0.7, 1e-3, 1e-3
+from .common import IMPLEMENTATIONS, BandwidthBenchmark, speedup_over_peer
 
 
-def lambda_step_expression(w, g, s, mu):
-    v = (1 - LAM) * (g - s) + LAM * mu
-    w -= STEP * v
-    kernels.prox_l1(w, STEP * BETA, out=w)
+class _StepBenchmark(BandwidthBenchmark):
+    param_names = ("implementation", "dtype", "size")
+    options = {}
+
+    def case(self, implementation, dtype, size):
+        return update.prox_gradient_step(size, dtype, **self.options), implementation
+
+    track_speedup_over_numpy_expression = speedup_over_peer(
+        EXPRESSION, "x faster than numpy-expression"
+    )
 
 
-def cumulative_step_expression(w, g, s, mu, state):
-    v = (1 - LAM) * (g - s) + LAM * mu
-    w -= STEP * v
-    state.total += STEP * BETA
-    kernels.cumulative_l1(w, state.received, state.total)
-
-
-def _terms(dtype, size):
-    return [random_array(size, dtype, seed=seed) for seed in range(4)]
-
-
-class ProxGradientStepL1(KernelBenchmark):
+class ProxGradientStepL1(_StepBenchmark):
     """One lambda-estimator step (lam = 0.7) with the l1 prox, in place."""
 
-    params = (IMPLEMENTATIONS, ("float32", "float64"), (10_000, 1_000_000))
-
-    def make(self, implementation, dtype, size):
-        w, g, s, mu = _terms(dtype, size)
-        if implementation == BASELINE:
-            return Workload(
-                lambda: lambda_step_expression(w, g, s, mu), 5 * w.nbytes, w
-            )
-        return Workload(
-            lambda: kernels.prox_gradient_step(
-                w,
-                g,
-                s,
-                mu,
-                step=STEP,
-                lam=LAM,
-                penalty="l1",
-                beta=BETA,
-                out=w,
-                backend=implementation,
-            ),  # fmt: skip
-            5 * w.nbytes,
-            w,
-        )
+    params = (
+        (*IMPLEMENTATIONS, update.NUMPY_PROX),
+        ("float32", "float64"),
+        (10_000, 1_000_000),
+    )
 
 
-class ProxGradientStepCumulative(KernelBenchmark):
+class ProxGradientStepCumulative(_StepBenchmark):
     """One lambda-estimator step with the cumulative l1 penalty, in place."""
 
     params = (IMPLEMENTATIONS, ("float32",), (1_000_000,))
+    options = {"penalty": "cumulative_l1"}
 
-    def make(self, implementation, dtype, size):
-        w, g, s, mu = _terms(dtype, size)
-        state = kernels.CumulativeL1(w)
-        if implementation == BASELINE:
-            return Workload(
-                lambda: cumulative_step_expression(w, g, s, mu, state), 7 * w.nbytes, w
-            )
-        return Workload(
-            lambda: kernels.prox_gradient_step(
-                w,
-                g,
-                s,
-                mu,
-                step=STEP,
-                lam=LAM,
-                penalty="cumulative_l1",
-                beta=BETA,
-                cumulative=state,
-                out=w,
-                backend=implementation,
-            ),  # fmt: skip
-            7 * w.nbytes,
-            w,
-        )
+
+class ProxGradientStepSGD(_StepBenchmark):
+    """One plain SGD step with the l1 prox, in place."""
+
+    params = (IMPLEMENTATIONS, ("float32",), (1_000_000,))
+    options = {"estimator": "sgd"}

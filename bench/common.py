@@ -1,44 +1,34 @@
-"""Helpers shared by the asv benchmarks: implementations, inputs, timing.
+"""What the asv benchmarks share: the cases' runner, and the rules of the
+smoke run and of the parameter grids.
+
+The cases themselves (inputs, our call, the peers, bytes moved, result
+checks) and the timing loops are defined once, in the installed package:
+``kernels.benchmarks`` (public API, the same cases that ``python -m kernels
+bench`` prints); the files of bench/ only choose the parameter grids and
+name the benchmarks.  They use the public API of ``kernels`` only: asv
+runs these files, as they are in the working tree, against builds of other
+commits.
 
 Every benchmark takes the implementation as a parameter: each backend of
-ours ("cython", "numba", "numpy") and the plain NumPy expression a user
-would write ("numpy-expression"), so one run shows them side by side.  The
-sparse suites (bench_sparse, bench_mlp) name ours "<backend>-<format>" and
-add the peers (scipy.sparse, dense NumPy, onnxruntime); their random
-matrices, the rules that skip oversized combinations and the on-disk
-matrix cache are at the end of this module.
-
-This module uses only NumPy and the public API of ``kernels``, never the
-package's private modules (not even ``kernels._bench``, which holds the
-same kind of timing loop for ``python -m kernels bench``): asv runs these
-files, as they are in the working tree, against builds of older commits
-(``asv continuous``, ``asv run ALL``), so they must not depend on internals
-that change from commit to commit.
+ours ("cython", "numba", "numpy") and the case's peers (the NumPy
+expression a user would write, "numpy-expression"; scipy.sparse, dense
+NumPy, onnxruntime), so one run shows them side by side.  The sparse
+suites (bench_sparse, bench_mlp) name ours "<backend>-<format>".
 """
 
 import abc
-import functools
 import os
 import pathlib
-import shutil
-import statistics
-import tempfile
-import time
-from typing import NamedTuple
 
 import numpy as np
 from asv_runner.benchmarks.mark import SkipNotImplemented
 
 import kernels
+from kernels.benchmarks import BACKENDS, EXPRESSION, timing
 
-BASELINE = "numpy-expression"
-IMPLEMENTATIONS = ("cython", "numba", "numpy", BASELINE)
+IMPLEMENTATIONS = (*BACKENDS, EXPRESSION)
 DTYPES = ("float32", "float64")
 SIZES = (1_000, 100_000, 10_000_000)
-
-# A timed sample loops over the call until it lasts this long, so that the
-# clock's resolution and overhead do not matter for microsecond calls.
-SAMPLE_SECONDS = 1e-3
 
 # scripts/asv-smoke sets KERNELS_BENCH_SMOKE=1: the smoke run checks that
 # every benchmark runs, not its figures, so a track_ figure then times a
@@ -61,118 +51,92 @@ def _preload_backends():
 AVAILABLE = _preload_backends()
 
 
-def require_implementation(implementation):
-    """Skip, the asv way (NotImplementedError in setup), a backend that is
-    not built here; the NumPy expression is always there."""
-    if implementation != BASELINE and implementation not in AVAILABLE:
-        raise NotImplementedError(f"backend {implementation!r} is not available here")
-
-
-def single_thread_blas():
-    """Limit BLAS to one thread (threadpoolctl, when installed) so that a
-    NumPy expression that reaches BLAS is compared single thread to single
-    thread.  The limit lasts for the rest of the process."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(limits=1, user_api="blas")
-
-
-def random_array(shape, dtype, seed=0):
-    """Standard normal values of ``dtype``, reproducible."""
-    return np.random.default_rng(seed).standard_normal(shape, dtype=np.dtype(dtype))
-
-
-def _seconds_per_call(call, number):
-    start = time.perf_counter()
-    for _ in range(number):
-        call()
-    return (time.perf_counter() - start) / number
-
-
-def median_seconds(call, *, budget=0.1, min_samples=3, max_samples=25):
-    """Median seconds per call of ``call()`` (already warmed up): at least
-    ``min_samples`` timed samples, more while ``budget`` seconds last
-    (one call in the smoke run, see SMOKE)."""
-    first = _seconds_per_call(call, 1)
+def median_seconds(call):
+    """``timing.median_seconds`` of ``call`` (warmed up already); one call
+    in the smoke run."""
     if SMOKE:
-        return first
-    number = max(1, int(SAMPLE_SECONDS / max(first, 1e-9)))
-    samples = [first] if number == 1 else []
-    deadline = time.perf_counter() + budget
-    while len(samples) < max_samples and (
-        len(samples) < min_samples or time.perf_counter() < deadline
-    ):
-        samples.append(_seconds_per_call(call, number))
-    return statistics.median(samples)
+        return timing.seconds_per_call(call)
+    return timing.median_seconds(call)
 
 
-def copy_gbps(array):
-    """GB/s of ``np.copyto`` of ``array`` into a preallocated array: the
-    machine's streaming bandwidth for exactly this working set."""
-    target = np.empty_like(array)
-    np.copyto(target, array)
-    return 2 * array.nbytes / median_seconds(lambda: np.copyto(target, array)) / 1e9
+def skip(reason):
+    """Skip the current parameter combination, the asv way."""
+    raise NotImplementedError(reason)
 
 
-class Workload(NamedTuple):
-    """What a benchmark times: ``run()`` calls the kernel once on inputs
-    prepared beforehand (``out`` preallocated); ``bytes_moved`` is its
-    traffic in the cost model (ALGORITHMS.md section 6); ``array`` is the
-    input whose copy bandwidth it is compared with."""
-
-    run: object
-    bytes_moved: int
-    array: np.ndarray
-
-
-class KernelBenchmark(abc.ABC):
-    """Time, peak memory and bandwidth of one kernel, for every
-    implementation x dtype x size.  A subclass defines ``make``; it may
-    override ``params`` (the last parameter is its own kind of size)."""
-
-    params = (IMPLEMENTATIONS, DTYPES, SIZES)
-    param_names = ("implementation", "dtype", "size")
+class CaseBenchmark(abc.ABC):
+    """Time and peak memory of a case of ``kernels.benchmarks`` for one
+    implementation.  A subclass sets ``params`` and ``param_names`` and
+    defines ``case(*params)``, which returns the case and the name of the
+    implementation in it (a backend or a peer); it adds speed-ups with
+    ``speedup_over_peer`` and the bandwidth figures with
+    ``BandwidthBenchmark``.  BLAS is pinned to one thread (threadpoolctl)
+    for every implementation."""
 
     @abc.abstractmethod
-    def make(self, implementation, dtype, size):
-        """Prepare inputs and return a ``Workload`` for ``implementation``."""
+    def case(self, *params):
+        """(Case, implementation) of a parameter combination; raises
+        NotImplementedError for one that is skipped."""
 
-    def setup(self, implementation, dtype, size):
-        require_implementation(implementation)
-        single_thread_blas()
-        self.workload = self.make(implementation, np.dtype(dtype), size)
-        # Warm-up: JIT compilation (or loading it from the cache) and the
-        # first touch of every page happen here, never in a timed region.
-        self.workload.run()
+    def setup(self, *params):
+        timing.single_thread_blas()
+        self.kernel, self.implementation = self.case(*params)
+        self.inputs = self.kernel.setup()
+        self.run = self.kernel.bind(self.implementation, self.inputs)
+        # JIT compilation (or loading it from the cache) and the first touch
+        # of every page happen here, never in a timed region; the result is
+        # checked where the case has a check.
+        self.kernel.warm_up(self.run, self.inputs)
 
-    def time_kernel(self, implementation, dtype, size):
-        self.workload.run()
+    def time_kernel(self, *params):
+        self.run()
 
-    def peakmem_kernel(self, implementation, dtype, size):
-        self.workload.run()
+    def peakmem_kernel(self, *params):
+        self.run()
 
-    def track_gbps(self, implementation, dtype, size):
-        return self.workload.bytes_moved / median_seconds(self.workload.run) / 1e9
+    def speedup_over(self, implementation, case=None):
+        """Median time of ``implementation`` of ``case`` (default: this
+        benchmark's case), on fresh inputs, over this implementation's."""
+        case = self.kernel if case is None else case
+        if case is self.kernel and implementation == self.implementation:
+            raise SkipNotImplemented(f"{implementation}'s speed-up over itself is 1")
+        inputs = case.setup()
+        try:
+            baseline = case.bind(implementation, inputs)
+        except NotImplementedError as exc:
+            raise SkipNotImplemented(f"no {implementation} baseline: {exc}") from None
+        case.warm_up(baseline, inputs)
+        return median_seconds(baseline) / median_seconds(self.run)
+
+
+def speedup_over_peer(peer, unit):
+    """A ``track_`` method of a ``CaseBenchmark``: the speed-up over the
+    case's implementation ``peer``, in ``unit``."""
+
+    def track_speedup(self, *params):
+        return self.speedup_over(peer)
+
+    track_speedup.unit = unit
+    return track_speedup
+
+
+class BandwidthBenchmark(CaseBenchmark):
+    """A ``CaseBenchmark`` with GB/s (the bytes the implementation's call
+    must move in the cost model, ALGORITHMS.md section 6, over its time)
+    and that as a percentage of ``np.copyto``'s GB/s, measured alongside on
+    the case's array (or through a working set of the same bytes)."""
+
+    def track_gbps(self, *params):
+        seconds = median_seconds(self.run)
+        return self.kernel.bytes_of(self.implementation) / seconds / 1e9
 
     track_gbps.unit = "GB/s"
 
-    def track_percent_of_copy(self, implementation, dtype, size):
-        copy = copy_gbps(self.workload.array)
-        kernel = self.workload.bytes_moved / median_seconds(self.workload.run) / 1e9
-        return 100.0 * kernel / copy
+    def track_percent_of_copy(self, *params):
+        copy = timing.copy_gbps(self.kernel.copy_source(self.inputs), median_seconds)
+        return 100.0 * self.track_gbps(*params) / copy
 
     track_percent_of_copy.unit = "% of np.copyto GB/s"
-
-    def track_speedup(self, implementation, dtype, size):
-        if implementation == BASELINE:
-            raise SkipNotImplemented("the baseline's speedup over itself is 1")
-        baseline = self.make(BASELINE, np.dtype(dtype), size)
-        baseline.run()
-        return median_seconds(baseline.run) / median_seconds(self.workload.run)
-
-    track_speedup.unit = "x faster than numpy-expression"
 
 
 # Sparse matrices ---------------------------------------------------------
@@ -196,20 +160,6 @@ MAX_DENSE_BYTES = 2 * 10**9
 MAX_MULTIPLY_ADDS = 2 * 10**9
 MAX_REFERENCE_PRODUCTS = 10**7
 
-# Matrices with at least this many non-zeros are stored on disk after their
-# first construction (in KERNELS_BENCH_CACHE, default
-# $XDG_CACHE_HOME/embedded-kernels-bench or ~/.cache/...), because asv runs
-# every benchmark method and parameter combination in its own process: the
-# 20000x20000 matrices take seconds to draw and a fraction of one to load.
-CACHE_MIN_NNZ = 10**6
-# Part of the cache key: change it when the generator below changes.
-_GENERATOR = "bernoulli-geometric-v1"
-
-
-def skip(reason):
-    """Skip the current parameter combination, the asv way."""
-    raise NotImplementedError(reason)
-
 
 def check_limits(*, nnz=None, batch=1, dense_bytes=None, reference=False):
     """Skip (NotImplementedError) a combination beyond the limits above."""
@@ -232,132 +182,21 @@ def parse_shape(shape):
     return tuple(int(n) for n in shape.split("x"))
 
 
-def _bernoulli_positions(rng, count, p):
-    """The sorted positions in range(count) of independent Bernoulli(p)
-    draws, in O(number drawn): the gaps between successive successes are
-    geometric."""
-    if p >= 1:
-        return np.arange(count, dtype=np.int64)
-    expected = p * count
-    chunk = int(expected + 8 * np.sqrt(expected) + 16)
-    positions = np.cumsum(rng.geometric(p, size=chunk), dtype=np.int64) - 1
-    while positions[-1] < count:  # (almost) never: 8 standard deviations
-        more = positions[-1] + np.cumsum(rng.geometric(p, size=chunk), dtype=np.int64)
-        positions = np.concatenate([positions, more])
-    return positions[: np.searchsorted(positions, count)]
+def split_implementation(implementation):
+    """'cython-csr' -> ('cython', 'csr'); 'dense' -> ('dense', '')."""
+    backend, _, fmt = implementation.partition("-")
+    return backend, fmt
 
 
-def _compressed(major, n_major, minor):
-    """(indices, indptr) as int32 from sorted major / minor coordinates."""
-    indptr = np.zeros(n_major + 1, dtype=np.int32)
-    # bincount takes np.intp, which is int32 on 32-bit ARM
-    counts = np.bincount(major.astype(np.intp), minlength=n_major)
-    np.cumsum(counts, out=indptr[1:])
-    return minor.astype(np.int32), indptr
-
-
-def _draw_csr(shape, density, seed):
-    m, n = shape
-    rng = np.random.default_rng(seed)
-    rows, cols = np.divmod(_bernoulli_positions(rng, m * n, density), n)
-    indices, indptr = _compressed(rows, m, cols)
-    return {
-        "data": rng.standard_normal(indices.size),
-        "indices": indices,
-        "indptr": indptr,
-    }
-
-
-def _draw_bsr(shape, density, blocksize, seed):
-    (m, n), (r, c) = shape, blocksize
-    rng = np.random.default_rng(seed)
-    positions = _bernoulli_positions(rng, (m // r) * (n // c), density)
-    block_rows, block_cols = np.divmod(positions, n // c)
-    indices, indptr = _compressed(block_rows, m // r, block_cols)
-    return {
-        "data": rng.standard_normal((indices.size, r, c)),
-        "indices": indices,
-        "indptr": indptr,
-    }
-
-
-def _cache_dir():
+def matrix_cache():
+    """Where the large random matrices are stored after their first
+    construction (``kernels.benchmarks.sparse.random_sparse``'s
+    ``cache_dir``): asv runs every benchmark method and parameter
+    combination in its own process, and the 20000x20000 matrices take
+    seconds to draw and a fraction of one to load.  KERNELS_BENCH_CACHE,
+    default $XDG_CACHE_HOME/embedded-kernels-bench or ~/.cache/..."""
     root = os.environ.get("KERNELS_BENCH_CACHE")
     if root:
         return pathlib.Path(root)
     base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
     return pathlib.Path(base) / "embedded-kernels-bench"
-
-
-def _disk_cached(key, expected_nnz, build):
-    """``build()`` (a dict of arrays), stored on disk under ``key`` when the
-    matrix is large; a later process loads it instead of drawing it again.
-    Written to a temporary directory renamed into place, so a reader never
-    sees a partial entry; any error of the cache falls back to building."""
-    if expected_nnz < CACHE_MIN_NNZ:
-        return build()
-    path = _cache_dir() / key
-    try:
-        if path.is_dir():
-            return {f.stem: np.load(f) for f in path.glob("*.npy")}
-    except (OSError, ValueError):
-        pass
-    arrays = build()
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = pathlib.Path(tempfile.mkdtemp(dir=path.parent, prefix=".tmp-"))
-        for name, array in arrays.items():
-            np.save(tmp / f"{name}.npy", array)
-        os.replace(tmp, path)
-    except OSError:  # no space, read-only, or another process won the race
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return arrays
-
-
-@functools.lru_cache(maxsize=4)
-def random_sparse_arrays(shape, density, blocksize=None, seed=0):
-    """A random m x n sparse matrix: every entry (blocksize None, CSR arrays)
-    or every (r, c) block (a BSR structure of dense blocks) is stored with
-    probability ``density``, independently, with standard normal float64
-    values; columns sorted within a row, indices and indptr int32.  A dict
-    of "data", "indices", "indptr"; the same for the same arguments (memo
-    in the process, and on disk for large matrices).  Shared: never
-    modify them (cast "data" to the dtype a benchmark needs)."""
-    m, n = shape
-    name = "csr" if blocksize is None else "bsr{}x{}".format(*blocksize)
-    key = f"{_GENERATOR}-{name}-{m}x{n}-{density!r}-seed{seed}"
-    if blocksize is None:
-        arrays = _disk_cached(
-            key, density * m * n, lambda: _draw_csr(shape, density, seed)
-        )
-    else:
-        arrays = _disk_cached(
-            key, density * m * n, lambda: _draw_bsr(shape, density, blocksize, seed)
-        )
-    return arrays
-
-
-def dense_from_csr(data, indices, indptr, shape, dtype):
-    """The dense matrix of CSR arrays without repeated entries."""
-    dense = np.zeros(shape, dtype=dtype)
-    rows = np.repeat(np.arange(shape[0]), np.diff(indptr))
-    dense[rows, indices] = data
-    return dense
-
-
-def dense_from_bsr(data, indices, indptr, shape, dtype):
-    """The dense matrix of BSR arrays without repeated blocks."""
-    (m, n), (_, r, c) = shape, data.shape
-    blocks = np.zeros((m // r, n // c, r, c), dtype=dtype)
-    block_rows = np.repeat(np.arange(m // r), np.diff(indptr))
-    blocks[block_rows, indices] = data
-    return np.ascontiguousarray(blocks.transpose(0, 2, 1, 3)).reshape(m, n)
-
-
-def copy_gbps_of_bytes(nbytes):
-    """GB/s of ``np.copyto`` between two arrays of nbytes / 2 bytes each:
-    a copy that moves (reads + writes) as many bytes as a kernel of
-    ``nbytes`` in the cost model, through a working set of the same size."""
-    return copy_gbps(np.ones(max(1, nbytes // 16)))

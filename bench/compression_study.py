@@ -22,13 +22,8 @@ import time
 
 import numpy as np
 
-from kernels.compress import (
-    compress,
-    load_digits,
-    single_threaded_blas,
-    standardised,
-    train_dense,
-)
+from kernels.benchmarks.timing import single_thread_blas
+from kernels.compress import compress, load_digits, standardised, train_dense
 from kernels.train import train_mlp
 
 # (label, optimizer, lam)
@@ -266,7 +261,7 @@ def main(argv=None):
     def log(line):
         print(f"[{time.perf_counter() - started:6.0f} s] {line}", flush=True)
 
-    with single_threaded_blas():
+    with single_thread_blas():
         lambdas = lambda_study(seeds, args.lambda_epochs, 8e-3, log)
         rows = pareto(seeds, log)
     header = (

@@ -1,7 +1,7 @@
 """Latency of one-sample inference: ``SparseMLP.forward`` / ``predict`` /
 ``predict_proba`` on a 1-D float32 input, beside the dense NumPy forward
-of a 64-300-100-10 float32 network (``W @ x + b``, ``np.maximum`` per
-layer).
+of a 64-300-100-10 float32 network (``kernels.benchmarks.nn``'s
+``dense_forward``: ``x @ W.T + b``, an in-place ReLU per hidden layer).
 
 A script, not an asv benchmark (asv's own timing loop adds more than the
 microsecond measured here)::
@@ -12,43 +12,40 @@ microsecond measured here)::
 MODEL.npz is a file written by ``SparseMLP.save`` (default
 /tmp/digits_model.npz; when it does not exist, a 64-25-28-10 int8 model of
 random weights at about 15% density stands in).  Each figure is the median
-over ``repeat`` runs of ``timeit`` with ``number`` calls each, in
-microseconds per call, with the fastest run beside it (on a shared machine
-the median moves with the other load, the minimum much less); BLAS pinned
-to one thread when threadpoolctl is installed.  Also prints the dense
+over ``repeat`` samples of ``number`` calls each, in microseconds per
+call, with the fastest sample beside it (on a shared machine the median
+moves with the other load, the minimum much less); the samples of the four
+calls interleaved (``kernels.benchmarks.timing``); BLAS pinned to one
+thread when threadpoolctl is installed.  Also prints the dense
 baseline's median time over our forward's.
 """
 
 import argparse
-import contextlib
+import functools
 import os
 import platform
-import timeit
+import statistics
 
 import numpy as np
+
+from kernels.benchmarks.nn import dense_forward
+from kernels.benchmarks.timing import (
+    interleaved_samples,
+    seconds_per_call,
+    single_thread_blas,
+)
 
 DENSE_LAYERS = (64, 300, 100, 10)
 
 
 def dense_network(seed=0):
+    """(weights, biases) of a random float32 64-300-100-10 network."""
     rng = np.random.default_rng(seed)
-    return [
-        (
-            rng.standard_normal((n_out, n_in), dtype=np.float32),
-            rng.standard_normal(n_out, dtype=np.float32),
-        )
-        for n_in, n_out in zip(DENSE_LAYERS[:-1], DENSE_LAYERS[1:], strict=True)
-    ]
-
-
-def dense_forward(x, layers):
-    """The dense forward a NumPy user writes (ReLU on the hidden layers)."""
-    last = len(layers) - 1
-    for i, (W, b) in enumerate(layers):
-        x = W @ x + b
-        if i < last:
-            x = np.maximum(x, 0)
-    return x
+    weights, biases = [], []
+    for n_in, n_out in zip(DENSE_LAYERS[:-1], DENSE_LAYERS[1:], strict=True):
+        weights.append(rng.standard_normal((n_out, n_in), dtype=np.float32))
+        biases.append(rng.standard_normal(n_out, dtype=np.float32))
+    return weights, biases
 
 
 def stand_in_model(seed=0):
@@ -64,11 +61,23 @@ def stand_in_model(seed=0):
     return SparseMLP.from_dense(weights, biases, density=0.15, fmt="int8")
 
 
-def timing_us(call, repeat, number):
-    """(median, minimum) over ``repeat`` runs, in us per call."""
-    call()  # warm up: first-call set-up out of the timed runs
-    times = np.array(timeit.repeat(call, repeat=repeat, number=number))
-    return 1e6 * float(np.median(times)) / number, 1e6 * times.min() / number
+def timings_us(calls, repeat, number):
+    """name -> (median, minimum) over ``repeat`` samples of ``number``
+    calls each, in us per call; the calls' samples interleaved."""
+    for call in calls.values():
+        call()  # warm up: first-call set-up out of the timed runs
+    samples = interleaved_samples(
+        {
+            name: functools.partial(seconds_per_call, call, number)
+            for name, call in calls.items()
+        },
+        min_rounds=repeat,
+        max_rounds=repeat,
+    )
+    return {
+        name: (1e6 * statistics.median(values), 1e6 * min(values))
+        for name, values in samples.items()
+    }
 
 
 def main():
@@ -89,25 +98,19 @@ def main():
         model.backend = args.backend
     x = np.random.default_rng(1).standard_normal(model.in_features)
     x = x.astype(np.float32)
-    layers = dense_network()
+    weights, biases = dense_network()
     xd = np.random.default_rng(2).standard_normal(DENSE_LAYERS[0]).astype(np.float32)
 
-    limits = contextlib.nullcontext()
-    with contextlib.suppress(ImportError):
-        from threadpoolctl import threadpool_limits
-
-        limits = threadpool_limits(1)
-    with limits:
-        rows = {
-            "dense numpy forward (64-300-100-10)": timing_us(
-                lambda: dense_forward(xd, layers), args.repeat, args.number
+    with single_thread_blas():
+        calls = {
+            "dense numpy forward (64-300-100-10)": functools.partial(
+                dense_forward, xd, weights, biases
             ),
-            "forward": timing_us(lambda: model.forward(x), args.repeat, args.number),
-            "predict": timing_us(lambda: model.predict(x), args.repeat, args.number),
-            "predict_proba": timing_us(
-                lambda: model.predict_proba(x), args.repeat, args.number
-            ),
+            "forward": functools.partial(model.forward, x),
+            "predict": functools.partial(model.predict, x),
+            "predict_proba": functools.partial(model.predict_proba, x),
         }
+        rows = timings_us(calls, args.repeat, args.number)
     print(f"model: {model!r} from {source}; backend {model.backend or 'default'}")
     print(
         f"python {platform.python_version()}, numpy {np.__version__}, "

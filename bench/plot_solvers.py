@@ -22,7 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench_solvers import OURS, _copt, _load, _objective, _ours, _sklearn
+from .bench_solvers import (
+    OURS,
+    load_problem,
+    objective,
+    solve_copt,
+    solve_ours,
+    solve_sklearn,
+)
 
 SMALL = ("breast_cancer", "digits_l2", "digits_l1")
 TOLERANCE = 1e-6
@@ -32,7 +39,7 @@ def _our_curve(name, problem, backend, epochs):
     options = {"batch_size": problem[0].shape[0]} if name == "sgd" else {}
     if name == "vcsg":
         options.update(lam_unbiased=0.5, eps=0.0)
-    result = _ours(
+    result = solve_ours(
         name, problem, backend, max_epochs=epochs, tol=0.0, seed=0, **options
     )
     history = np.asarray(result.history, dtype=np.float64)
@@ -48,24 +55,26 @@ def _peer_curve(run, coef_of, problem, epochs):
         coef = coef_of(run(problem, k))
         seconds.append(time.perf_counter() - started)
         ifos.append(k * n)
-        objectives.append(_objective(problem, coef))
+        objectives.append(objective(problem, coef))
         k *= 2
     return np.array(ifos, float), np.array(seconds), np.array(objectives)
 
 
 def _curves(problem_name, backend, epochs):
-    problem = _load(problem_name)
-    long_run = _ours("saga", problem, backend, max_epochs=20 * epochs, tol=0.0, seed=1)
+    problem = load_problem(problem_name)
+    long_run = solve_ours(
+        "saga", problem, backend, max_epochs=20 * epochs, tol=0.0, seed=1
+    )
     curves = {}
     for name in OURS:
         curves[f"{name} ({backend})"] = _our_curve(name, problem, backend, epochs)
     curves["scikit-learn saga"] = _peer_curve(
-        _sklearn, lambda model: model.coef_, problem, epochs
+        solve_sklearn, lambda model: model.coef_, problem, epochs
     )
     if not problem_name.startswith("digits"):  # copt has no multinomial loss
         try:
             curves["copt saga"] = _peer_curve(
-                _copt, lambda result: result.x, problem, epochs
+                solve_copt, lambda result: result.x, problem, epochs
             )
         except ImportError:
             pass
@@ -83,7 +92,7 @@ def _plot(problem_name, curves, long_run_objective, out):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    best = min(objective.min() for _, _, objective in curves.values())
+    best = min(values.min() for _, _, values in curves.values())
     best = min(best, long_run_objective)
     best *= 1 - 1e-12
     print(f"\n{problem_name}: F* = {best:.12g}")

@@ -7,24 +7,27 @@ CSR at 0.1% density, beta 1e-5, no intercept (``--small``: the 2,000 x
 5,000 smoke version).  Each round times, in turn, ours on every compiled
 backend with float64 data, cython with float32 data, and copt's
 minimize_saga (when installed); the rounds interleave them so that load on
-a shared machine falls on all alike.  Ours: the median of the epoch-to-
-epoch differences of ``SolverResult.history`` (the solver's clock, which
-leaves out its monitoring passes) over ``--epochs`` epochs.  copt's: the
-difference of a 1-epoch and a (1 + epochs)-epoch call divided by
-``epochs``, so that its per-call compilation (about 0.9 s) cancels out.
+a shared machine falls on all alike (``kernels.benchmarks.timing``).
+Ours: the median of the epoch-to-epoch differences of
+``SolverResult.history`` (the solver's clock, which leaves out its
+monitoring passes) over ``--epochs`` epochs (``bench_solvers``'s
+``epoch_seconds``, as in ``SecondsPerEpoch``).  copt's: the difference of
+a 1-epoch and a (1 + epochs)-epoch call divided by ``epochs``, so that its
+per-call compilation (about 0.9 s) cancels out (``marginal_seconds``).
 Prints the median seconds per epoch of each and the ratio to copt's (the
 issue's floor is 0.5x for cython float64, and float32 no slower than
 float64).
 """
 
 import argparse
+import functools
 import os
 import statistics
-import time
 
 import numpy as np
 
 import kernels
+from kernels.benchmarks.timing import interleaved_samples, marginal_seconds
 
 
 def _problem(small):
@@ -32,23 +35,14 @@ def _problem(small):
         os.environ["KERNELS_BENCH_SMOKE"] = "1"
     from . import bench_solvers
 
-    return bench_solvers, bench_solvers._load("sparse_l1")
+    return bench_solvers, bench_solvers.load_problem("sparse_l1")
 
 
 def _ours_seconds(bench_solvers, problem, backend, epochs):
-    result = bench_solvers._ours(
+    result = bench_solvers.solve_ours(
         "saga", problem, backend, max_epochs=epochs, tol=0.0, seed=0
     )
-    return statistics.median(np.diff([entry[1] for entry in result.history]))
-
-
-def _copt_seconds(bench_solvers, problem, epochs):
-    seconds = []
-    for count in (1, 1 + epochs):
-        start = time.perf_counter()
-        bench_solvers._copt(problem, count)
-        seconds.append(time.perf_counter() - start)
-    return (seconds[1] - seconds[0]) / epochs
+    return bench_solvers.epoch_seconds(result)
 
 
 def main(argv=None):
@@ -71,22 +65,24 @@ def main(argv=None):
         rows["copt minimize_saga"] = ("copt", problem)
     except ImportError:
         print("copt is not installed: no baseline (pip install -e '.[bench]')")
-    for backend, data in rows.values():  # compile and warm up
+    measures = {}
+    for name, (backend, data) in rows.items():
         if backend == "copt":
-            bench_solvers._copt(data, 1)
+            bench_solvers.solve_copt(data, 1)  # compile and warm up
+            run = functools.partial(bench_solvers.solve_copt, data)
+            measures[name] = functools.partial(marginal_seconds, run, args.epochs)
         else:
-            _ours_seconds(bench_solvers, data, backend, 2)
-    times = {name: [] for name in rows}
+            _ours_seconds(bench_solvers, data, backend, 2)  # warm up
+            measures[name] = functools.partial(
+                _ours_seconds, bench_solvers, data, backend, args.epochs + 1
+            )
+    times = interleaved_samples(
+        measures, min_rounds=args.rounds, max_rounds=args.rounds
+    )
     for round_ in range(args.rounds):
-        for name, (backend, data) in rows.items():
-            if backend == "copt":
-                seconds = _copt_seconds(bench_solvers, data, args.epochs)
-            else:
-                seconds = _ours_seconds(bench_solvers, data, backend, args.epochs + 1)
-            times[name].append(seconds)
         print(
             f"round {round_ + 1}: "
-            + ", ".join(f"{name} {times[name][-1] * 1e3:.1f} ms" for name in rows)
+            + ", ".join(f"{name} {times[name][round_] * 1e3:.1f} ms" for name in rows)
         )
     medians = {name: statistics.median(values) for name, values in times.items()}
     baseline = medians.get("copt minimize_saga")

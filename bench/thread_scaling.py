@@ -2,33 +2,27 @@
 
     python -m bench.thread_scaling [--size 20000] [--density 0.01] [--rounds 7]
 
-Times, interleaved round by round, ``np.copyto`` of an array of the
-matrix's bytes on one thread and on two (two Python threads copying a half
-each: NumPy releases the GIL while it copies), and ``kernels.spmv`` of a
-random float32 CSR matrix with ``threads=1`` and ``threads=2`` on every
-compiled backend.  Prints the medians, the read bandwidth (bytes of the
-matrix per second for the product; bytes read per second for the copy)
-and the two-thread speed-ups: the copy's is what the memory system gives
-two cores, the ceiling for a product that streams its matrix once.
+Times, interleaved round by round (``kernels.benchmarks.timing``;
+``--repeats`` calls per sample, the median of ``--rounds`` samples),
+``np.copyto`` of an array of the matrix's bytes on one thread and on two
+(two Python threads copying a half each: NumPy releases the GIL while it
+copies), and ``kernels.spmv`` of a
+random float32 CSR matrix (the case ``kernels.benchmarks.sparse.product``)
+with ``threads=1`` and ``threads=2`` on every compiled backend.  Prints
+the medians, the read bandwidth (bytes of the matrix per second for the
+product; bytes read per second for the copy) and the two-thread
+speed-ups: the copy's is what the memory system gives two cores, the
+ceiling for a product that streams its matrix once.
 """
 
 import argparse
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 import kernels
-from kernels import _bench
-
-
-def _median_seconds(call, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from kernels.benchmarks import sparse
+from kernels.benchmarks.timing import interleaved_medians
 
 
 def main(argv=None):
@@ -39,9 +33,10 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15, help="calls per round")
     args = parser.parse_args(argv)
 
-    A = _bench._random_csr((args.size, args.size), args.density)
-    x = np.random.default_rng(1).standard_normal(args.size, dtype=np.float32)
-    y = np.empty(args.size, np.float32)
+    shape = (args.size, args.size)
+    # the spmv case of kernels.benchmarks (python -m kernels bench, asv)
+    cases = {t: sparse.product("csr", shape, args.density, threads=t) for t in (1, 2)}
+    A = cases[1].setup().A
     source = np.ones(A.nbytes // 8)
     target = np.empty_like(source)
     half = source.size // 2
@@ -58,21 +53,22 @@ def main(argv=None):
     }
     backends = [b for b in ("cython", "numba") if b in kernels.available_backends()]
     for backend in backends:
-        for threads in (1, 2):
-            calls[f"spmv {backend}, {threads} thread{'s' * (threads > 1)}"] = (
-                lambda b=backend, t=threads: kernels.spmv(
-                    A, x, out=y, threads=t, backend=b
-                )
-            )
-    for call in calls.values():
-        call()  # warm-up (and Numba's compilation)
-    seconds = {name: [] for name in calls}
-    for _ in range(args.rounds):
-        for name, call in calls.items():
-            seconds[name].append(_median_seconds(call, args.repeats))
+        for threads, case in cases.items():
+            inputs = case.setup()
+            call = case.bind(backend, inputs)
+            case.warm_up(call, inputs)  # Numba's compilation
+            calls[f"spmv {backend}, {threads} thread{'s' * (threads > 1)}"] = call
+    for name in ("copy, 1 thread", "copy, 2 threads"):
+        calls[name]()  # warm-up
+    median = interleaved_medians(
+        calls,
+        budget=0.0,
+        min_rounds=args.rounds,
+        max_rounds=args.rounds,
+        number=args.repeats,
+    )
     pool.shutdown()
 
-    median = {name: float(np.median(values)) for name, values in seconds.items()}
     print(
         f"{args.size}x{args.size} float32 CSR at {args.density:g}: nnz {A.nnz:,}, "
         f"{A.nbytes / 1e6:.1f} MB; medians of {args.rounds} interleaved rounds"

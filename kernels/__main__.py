@@ -99,9 +99,9 @@ def main(argv=None):
 
             print(_info.format_report(_info.report()))
             return 0
-        from kernels import _bench
+        from kernels.benchmarks import _table
 
-        return _bench.main(quick=args.quick, as_json=args.json)
+        return _table.main(quick=args.quick, as_json=args.json)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

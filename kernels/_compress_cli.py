@@ -1,14 +1,16 @@
 """The compression commands of the command line: ``demo``, ``compress`` and
 ``predict`` (``kernels.__main__`` parses, this module runs them)."""
 
+import functools
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
 from kernels import compress as pipeline
+from kernels._progress import ProgressBar
+from kernels.benchmarks.timing import median_seconds, single_thread_blas
 from kernels.train import OPTIMIZERS, PENALTIES
 
 # The strengths of the --plot sweep, as multiples of --beta.
@@ -124,35 +126,31 @@ def add_output_options(parser):
 
 
 class Progress:
-    """A one-line progress bar per training phase on stderr, drawn only
-    when stderr is a terminal."""
+    """The training phases' progress callback, ``progress(phase, done,
+    total, loss)``: one progress bar per phase on stderr (when it is a
+    terminal), with the loss and the phase's seconds."""
 
     def __init__(self, enabled):
-        self.enabled = enabled and sys.stderr.isatty()
+        self.bar = ProgressBar(enabled, keep=True)
         self.phase = None
         self.started = time.perf_counter()
 
     def __call__(self, phase, done, total, loss):
-        if not self.enabled:
-            return
         if phase != self.phase:
-            if self.phase is not None:
-                sys.stderr.write("\n")
+            self.bar.newline()
             self.phase = phase
             self.started = time.perf_counter()
         fraction = min(1.0, done / total) if total else 1.0
-        filled = int(30 * fraction)
-        sys.stderr.write(
-            f"\r{phase:<10} [{'#' * filled}{'.' * (30 - filled)}] "
+        self.bar.update(
+            fraction,
+            1.0,
+            f"{phase:<10}",
             f"{100 * fraction:3.0f}%  loss {loss:.4f}  "
-            f"{time.perf_counter() - self.started:5.1f} s"
+            f"{time.perf_counter() - self.started:5.1f} s",
         )
-        sys.stderr.flush()
 
     def close(self):
-        if self.enabled and self.phase is not None:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
+        self.bar.close()
         self.phase = None
 
 
@@ -236,7 +234,7 @@ def run_compress(args):
     data = _dataset(getattr(args, "data", "digits"))
     progress = Progress(not args.quiet)
     try:
-        with pipeline.single_threaded_blas():  # for the plots' runs too
+        with single_thread_blas():  # for the plots' runs too
             dense = pipeline.train_dense(
                 data,
                 options["hidden"],
@@ -373,8 +371,9 @@ def run_predict(args):
             f"({labels.dtype}) are of different kinds"
         )
     accuracy = float(np.mean(predicted == labels))
-    x = np.ascontiguousarray(X[0])
-    batch1 = pipeline._seconds_per_call((model.forward,), x)[0]
+    forward_one = functools.partial(model.forward, np.ascontiguousarray(X[0]))
+    forward_one()  # warm-up
+    batch1 = median_seconds(forward_one)
     result = {
         "model": args.model,
         "samples": len(X),

@@ -22,7 +22,6 @@ quantise, deploy, measure.
    of the compressed model against the dense one in NumPy.
 """
 
-import contextlib
 import functools
 import io
 import os
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kernels.benchmarks.timing import interleaved_medians, single_thread_blas
 from kernels.nn import SparseMLP
 from kernels.train import MLP, OPTIMIZERS, PENALTIES, train_mlp
 
@@ -284,32 +284,6 @@ def deploy(
 # Measuring ---------------------------------------------------------------------
 
 
-ROUNDS = 15
-
-
-def _seconds_per_call(funcs, arg, budget=0.1):
-    """Seconds per call of each function of ``funcs`` on ``arg``: the
-    median of ``ROUNDS`` rounds, each round timing a loop of calls of every
-    function in turn (interleaved, so that a burst of load on a shared
-    machine hits all of them alike), loops sized so the whole takes about
-    ``budget`` seconds."""
-    once = []
-    for func in funcs:
-        func(arg)
-        start = time.perf_counter()
-        func(arg)
-        once.append(max(time.perf_counter() - start, 1e-7))
-    calls = [max(1, int(budget / len(funcs) / ROUNDS / t)) for t in once]
-    times = [[] for _ in funcs]
-    for _ in range(ROUNDS):
-        for func, n, samples in zip(funcs, calls, times, strict=True):
-            start = time.perf_counter()
-            for _ in range(n):
-                func(arg)
-            samples.append((time.perf_counter() - start) / n)
-    return [float(np.median(samples)) for samples in times]
-
-
 def _latency(model, dense, X, budget):
     """Batch 1 (a 1-D sample) and batch 64: the compressed model's
     ``forward`` against the dense ``MLP``'s ``logits``, the NumPy a user
@@ -319,7 +293,14 @@ def _latency(model, dense, X, budget):
     for batch in (1, 64):
         x = X[0] if batch == 1 else X[np.arange(batch) % len(X)]
         x = np.ascontiguousarray(x, np.float32)
-        ours, theirs = _seconds_per_call((model.forward, dense.logits), x, budget)
+        calls = {
+            "compressed": functools.partial(model.forward, x),
+            "dense": functools.partial(dense.logits, x),
+        }
+        for call in calls.values():
+            call()  # warm-up: buffers of this batch size
+        seconds = interleaved_medians(calls, budget=budget)
+        ours, theirs = seconds["compressed"], seconds["dense"]
         rows[batch] = {"compressed": ours, "dense": theirs, "speedup": theirs / ours}
     return rows
 
@@ -383,25 +364,15 @@ class CompressionResult:
         }
 
 
-@contextlib.contextmanager
-def single_threaded_blas():
-    """BLAS on one thread (through threadpoolctl, when it is installed):
-    this pipeline's matrix products are small, and on a loaded machine
-    OpenBLAS threads waiting for a busy core make them many times slower
-    (measured: a 64-row dense forward pass 60 ms instead of 0.14 ms)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
-
-
 def _on_one_blas_thread(function):
+    """BLAS on one thread during ``function``: this pipeline's matrix
+    products are small, and on a loaded machine OpenBLAS threads waiting for
+    a busy core make them many times slower (measured: a 64-row dense
+    forward pass 60 ms instead of 0.14 ms)."""
+
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        with single_threaded_blas():
+        with single_thread_blas():
             return function(*args, **kwargs)
 
     return wrapper
@@ -443,7 +414,7 @@ def compress(
     each phase ("dense", "sparse", "fine-tune").  ``dense``: an already
     trained dense ``MLP`` on standardised inputs to reuse (a sweep trains
     it once), with its test accuracy, as a pair.  BLAS runs on one thread
-    throughout (``single_threaded_blas``).
+    throughout (``kernels.benchmarks.timing.single_thread_blas``).
     """
     started = time.perf_counter()
     if bits not in BITS:
