@@ -15,11 +15,11 @@ import numpy as np
 
 from kernels import _checks
 from kernels._backend import kernels_for
-from kernels._reference.update import (
-    CUMULATIVE_L1,
-    HARD_THRESHOLD,
-    NO_PENALTY,
-    SOFT_THRESHOLD,
+from kernels._codes import (
+    PROX_CUMULATIVE_L1,
+    PROX_HARD_THRESHOLD,
+    PROX_NONE,
+    PROX_SOFT_THRESHOLD,
 )
 
 __all__ = ["prox_gradient_step", "CumulativeL1"]
@@ -117,11 +117,11 @@ def _penalty(penalty, beta, l2, cumulative, step, w):
     no_state = _NO_STATE[w.dtype]
     t = step * beta
     if penalty == "l1":
-        return SOFT_THRESHOLD, t, 1.0, no_state, 0.0
+        return PROX_SOFT_THRESHOLD, t, 1.0, no_state, 0.0
     if penalty == "elastic_net":
-        return SOFT_THRESHOLD, t, 1.0 / (1.0 + step * l2), no_state, 0.0
+        return PROX_SOFT_THRESHOLD, t, 1.0 / (1.0 + step * l2), no_state, 0.0
     if penalty == "l0":
-        return HARD_THRESHOLD, math.sqrt(2.0 * t), 1.0, no_state, 0.0
+        return PROX_HARD_THRESHOLD, math.sqrt(2.0 * t), 1.0, no_state, 0.0
     if penalty == "cumulative_l1":
         if not isinstance(cumulative, CumulativeL1):
             raise TypeError(
@@ -137,8 +137,8 @@ def _penalty(penalty, beta, l2, cumulative, step, w):
         total = _checks.scalar(
             cumulative.total, "cumulative.total", minimum=0.0, allow_inf=False
         )
-        return CUMULATIVE_L1, 0.0, 1.0, received, total + t
-    return NO_PENALTY, 0.0, 1.0, no_state, 0.0
+        return PROX_CUMULATIVE_L1, 0.0, 1.0, received, total + t
+    return PROX_NONE, 0.0, 1.0, no_state, 0.0
 
 
 def prox_gradient_step(
@@ -252,6 +252,6 @@ def prox_gradient_step(
         kernels.mixed_step(*flat, a, b, c, *prox_args)
     else:
         kernels.sgd_step(*flat, _checks.cast(step, dtype), *prox_args)
-    if code == CUMULATIVE_L1:
+    if code == PROX_CUMULATIVE_L1:
         cumulative.total = total
     return _checks.deliver(out, buffer)
