@@ -51,6 +51,7 @@ from kernels._codes import (
     PENALTY_L1,
     PENALTY_NONE,
 )
+from kernels.update import lambda_coefficients
 
 __all__ = [
     "sgd",
@@ -108,26 +109,6 @@ class SolverResult:
     step: float
     history: list
     classes: object = None
-
-
-def lambda_coefficients(lam):
-    """(cg, cs, cm) with v = cg*g + cs*s + cm*mu for the lambda-estimator
-    (ALGORITHMS.md section 2); ``lam=None`` is the textbook SVRG / SAGA
-    direction g - s + mu.
-
-    At a solution (x = snapshot, mu exact) v = max(cg, cm) * grad f: the
-    solvers give the prox the step max(cg, cm) * step, so that, with a
-    penalty, the lambda-estimator converges to the solution of the stated
-    problem and not of the one with the penalty scaled by 1 / (1 - lam) or
-    1 / lam.  lam = 1/2 is then exactly SVRG with half the step."""
-    if lam is None:
-        return 1.0, -1.0, 1.0
-    lam = _checks.scalar(lam, "lam", minimum=0.0, allow_inf=False)
-    if lam > 1.0:
-        raise ValueError(f"lam must be in [0, 1], got {lam}")
-    if lam <= 0.5:
-        return 1.0 - lam, -lam, lam
-    return 1.0 - lam, lam - 1.0, lam
 
 
 # The problem: validated data, labels and regularisation --------------------

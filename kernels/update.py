@@ -22,7 +22,7 @@ from kernels._codes import (
     PROX_SOFT_THRESHOLD,
 )
 
-__all__ = ["prox_gradient_step", "CumulativeL1"]
+__all__ = ["prox_gradient_step", "CumulativeL1", "lambda_coefficients"]
 
 PENALTIES = (None, "l1", "elastic_net", "l0", "cumulative_l1")
 
@@ -79,18 +79,31 @@ def _gradient_term(value, name, w):
     return value
 
 
-def _coefficients(lam, snapshot):
-    """(a, b, c) with v = a * g + b * s + c * mu (ALGORITHMS.md section 2)."""
+def lambda_coefficients(lam):
+    """(cg, cs, cm) with v = cg * g + cs * s + cm * mu: the step direction of
+    the lambda-estimator (ALGORITHMS.md section 2) for ``lam`` in [0, 1];
+    ``lam=None`` is the textbook SVRG / SAGA direction g - s + mu.
+
+    * ``lam <= 1/2``, the unbiased branch: v = (1 - lam) g - lam (s - mu),
+      (1 - lam, -lam, lam); lam = 0 is SGD, lam = 1/2 half the SVRG
+      direction.
+    * ``lam > 1/2``, the biased branch: v = (1 - lam) (g - s) + lam mu,
+      (1 - lam, lam - 1, lam).
+
+    At a solution (x = snapshot, mu exact) v = max(cg, cm) * grad f: the
+    solvers of ``kernels.solvers`` give the prox the step max(cg, cm) *
+    step, so that, with a penalty, the lambda-estimator converges to the
+    solution of the stated problem and not of the one with the penalty
+    scaled by 1 / (1 - lam) or 1 / lam.  lam = 1/2 is then exactly SVRG
+    with half the step."""
     if lam is None:
-        return (1.0, -1.0, 1.0)  # SVRG
-    lam = _checks.scalar(lam, "lam", minimum=0.0)
+        return 1.0, -1.0, 1.0
+    lam = _checks.scalar(lam, "lam", minimum=0.0, allow_inf=False)
     if lam > 1.0:
         raise ValueError(f"lam must be in [0, 1], got {lam}")
-    if not snapshot:
-        raise ValueError("lam needs the snapshot terms s and mu, got s=None")
     if lam <= 0.5:
-        return (1.0 - lam, -lam, lam)  # unbiased branch: (1-lam) g - lam (s - mu)
-    return (1.0 - lam, lam - 1.0, lam)  # biased branch: (1-lam)(g - s) + lam mu
+        return 1.0 - lam, -lam, lam
+    return 1.0 - lam, lam - 1.0, lam
 
 
 def _penalty(penalty, beta, l2, cumulative, step, w):
@@ -164,7 +177,8 @@ def prox_gradient_step(
 
     * ``s`` and ``mu`` None: SGD, ``v = g``.
     * ``lam`` None: SVRG (Johnson & Zhang 2013), ``v = g - s + mu``.
-    * ``0 <= lam <= 1/2``: the lambda-estimator's unbiased branch,
+    * ``0 <= lam <= 1/2``: the lambda-estimator's unbiased branch
+      (``lambda_coefficients``),
       ``v = (1 - lam) * g - lam * (s - mu)``; lam = 0 is SGD, lam = 1/2
       half the SVRG direction.
     * ``1/2 < lam <= 1``: its biased branch,
@@ -222,7 +236,9 @@ def prox_gradient_step(
         s = _gradient_term(s, "s", w)
         mu = _gradient_term(mu, "mu", w)
     step = _checks.scalar(step, "step", minimum=0.0, allow_inf=False)
-    coefficients = _coefficients(lam, snapshot)
+    coefficients = lambda_coefficients(lam)
+    if lam is not None and not snapshot:
+        raise ValueError("lam needs the snapshot terms s and mu, got s=None")
     code, threshold, scale, received, total = _penalty(
         penalty, beta, l2, cumulative, step, w
     )
