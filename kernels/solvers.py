@@ -37,7 +37,7 @@ import time
 
 import numpy as np
 
-from kernels import _checks
+from kernels import _checks, prox
 from kernels._backend import kernels_for
 from kernels._codes import (
     LOSS_LOGISTIC,
@@ -298,21 +298,7 @@ def _group_pointer(groups, n_features):
         raise ValueError(
             "penalty='group_l1' needs groups: a group size or a list of sizes"
         )
-    if _checks.is_scalar(groups):
-        size = _checks.integer(groups, "groups", minimum=1)
-        if n_features % size:
-            raise ValueError(
-                f"groups={size} must divide the number of features ({n_features})"
-            )
-        sizes = np.full(n_features // size, size, dtype=np.int64)
-    else:
-        sizes = _checks.index_array(groups, "groups").astype(np.int64)
-        if (sizes < 0).any() or sizes.sum() != n_features:
-            raise ValueError(
-                f"groups must be non-negative sizes that sum to the number of "
-                f"features ({n_features}), got a sum of {int(sizes.sum())}"
-            )
-    return np.concatenate(([0], np.cumsum(sizes))).astype(np.int64)
+    return prox._group_pointer(groups, n_features, "n_features")
 
 
 # The driver shared by every solver ------------------------------------------

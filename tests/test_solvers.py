@@ -705,7 +705,7 @@ def test_verbose_and_callback(rng, capsys):
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"max_epochs": -1}, ValueError, "max_epochs"),
         ({"penalty": "group_l1"}, ValueError, "needs groups"),
-        ({"penalty": "group_l1", "groups": [2, 2]}, ValueError, "sum to the number"),
+        ({"penalty": "group_l1", "groups": [2, 2]}, ValueError, "add up to n_features"),
         ({"groups": 2}, ValueError, "only used with"),
         ({"sample_order": [0, 99]}, ValueError, "sample_order"),
         ({"sample_order": [0.5]}, TypeError, "sample_order"),
