@@ -21,10 +21,12 @@ from kernels._codes import (
     PROX_NONE,
     PROX_SOFT_THRESHOLD,
 )
+from kernels._penalties import CUMULATIVE_L1, ELASTIC_NET, L0, L1, require
 
 __all__ = ["prox_gradient_step", "CumulativeL1", "lambda_coefficients"]
 
-PENALTIES = (None, "l1", "elastic_net", "l0", "cumulative_l1")
+# The element-wise penalties the fused step applies.
+PENALTIES = (None, L1, ELASTIC_NET, L0, CUMULATIVE_L1)
 
 # The unused ``received`` argument of the kernels, per dtype.
 _NO_STATE = {dtype: np.empty(0, dtype) for dtype in _checks.FLOAT_DTYPES}
@@ -109,33 +111,30 @@ def lambda_coefficients(lam):
 def _penalty(penalty, beta, l2, cumulative, step, w):
     """(code, threshold, scale, received, total) for the kernel; the new
     total of a cumulative penalty is stored only once the kernel ran."""
-    if penalty not in PENALTIES:
-        raise ValueError(
-            f"penalty must be one of {', '.join(map(repr, PENALTIES))}, got {penalty!r}"
-        )
+    require(penalty, PENALTIES)
     beta = _checks.scalar(beta, "beta", minimum=0.0, allow_inf=False)
     l2 = _checks.scalar(l2, "l2", minimum=0.0, allow_inf=False)
     if penalty is None and beta != 0.0:
         raise ValueError(f"beta={beta} needs a penalty, got penalty=None")
-    if penalty != "elastic_net" and l2 != 0.0:
+    if penalty != ELASTIC_NET and l2 != 0.0:
         raise ValueError(
             f"l2 applies to penalty='elastic_net' only (beta=0 for a pure "
             f"ridge prox), got penalty={penalty!r}"
         )
-    if penalty != "cumulative_l1" and cumulative is not None:
+    if penalty != CUMULATIVE_L1 and cumulative is not None:
         raise ValueError(
             f"cumulative is the state of penalty='cumulative_l1', "
             f"got penalty={penalty!r}"
         )
     no_state = _NO_STATE[w.dtype]
     t = step * beta
-    if penalty == "l1":
+    if penalty == L1:
         return PROX_SOFT_THRESHOLD, t, 1.0, no_state, 0.0
-    if penalty == "elastic_net":
+    if penalty == ELASTIC_NET:
         return PROX_SOFT_THRESHOLD, t, 1.0 / (1.0 + step * l2), no_state, 0.0
-    if penalty == "l0":
+    if penalty == L0:
         return PROX_HARD_THRESHOLD, math.sqrt(2.0 * t), 1.0, no_state, 0.0
-    if penalty == "cumulative_l1":
+    if penalty == CUMULATIVE_L1:
         if not isinstance(cumulative, CumulativeL1):
             raise TypeError(
                 "penalty='cumulative_l1' needs cumulative=kernels.CumulativeL1(w), "
