@@ -21,8 +21,6 @@ from kernels.sparse import CSRMatrix, _is_scipy_sparse, spmv
 
 __all__ = ["SparseLogisticRegression", "SparseLinearRegression"]
 
-_SOLVERS = ("sgd", "svrg", "saga", "sarah", "scsg", "vcsg")
-_TAKES_LAM = ("svrg", "saga", "scsg")
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -112,32 +110,28 @@ class _SparseLinearModel(BaseEstimator):
         self.backend = backend
 
     def _solve(self, X, y, loss):
-        if self.solver not in _SOLVERS:
-            raise ValueError(f"solver must be one of {_SOLVERS}, got {self.solver!r}")
-        options = dict(
-            loss=loss,
-            fit_intercept=self.fit_intercept,
-            alpha=self.alpha,
-            penalty=self.penalty,
-            beta=self.beta,
-            l1_ratio=self.l1_ratio,
-            groups=self.groups,
-            step=self.step,
-            max_epochs=self.max_epochs,
-            tol=self.tol,
-            seed=self.seed,
-            verbose=self.verbose,
-            backend=self.backend,
-        )
-        if self.solver != "vcsg":
-            options["batch_size"] = self.batch_size
-        if self.solver in _TAKES_LAM:
-            options["lam"] = self.lam
-        elif self.lam is not None:
+        """Fit by ``self.solver`` with the parameters of this estimator that
+        the solver takes (its signature says which: vcsg has no
+        ``batch_size``, only some solvers take ``lam``)."""
+        if self.solver not in solvers.SOLVERS:
             raise ValueError(
-                f"lam applies to {_TAKES_LAM}, not to solver={self.solver!r}"
+                f"solver must be one of {solvers.SOLVERS}, got {self.solver!r}"
             )
-        result = getattr(solvers, self.solver)(X, y, **options)
+        solve = getattr(solvers, self.solver)
+        accepted = inspect.signature(solve).parameters
+        if self.lam is not None and "lam" not in accepted:
+            takes_lam = tuple(
+                name
+                for name in solvers.SOLVERS
+                if "lam" in inspect.signature(getattr(solvers, name)).parameters
+            )
+            raise ValueError(
+                f"lam applies to {takes_lam}, not to solver={self.solver!r}"
+            )
+        options = {
+            name: value for name, value in self.get_params().items() if name in accepted
+        }
+        result = solve(X, y, loss=loss, **options)
         self.coef_ = result.coef
         self.intercept_ = result.intercept
         self.n_iter_ = result.n_epochs
