@@ -181,6 +181,9 @@ class SparseLogisticRegression(ClassifierMixin, _SparseLinearModel):
     penalty(W) (see ``kernels.solvers``)."""
 
     def fit(self, X, y):
+        """Fit on ``X`` (dense or sparse, (n_samples, n_features)) and the
+        labels ``y``: the logistic loss for two classes, the multinomial one
+        for more.  Returns the estimator."""
         classes = np.unique(np.asarray(y))
         loss = "logistic" if classes.size <= 2 else "multinomial"
         result = self._solve(X, y, loss)
@@ -198,6 +201,7 @@ class SparseLogisticRegression(ClassifierMixin, _SparseLinearModel):
         return e / e.sum(axis=1, keepdims=True)
 
     def predict(self, X):
+        """The predicted label (from ``classes_``) of each row of ``X``."""
         scores = self.decision_function(X)
         if scores.ndim == 1:
             return self.classes_[(scores > 0).astype(np.intp)]
@@ -211,8 +215,11 @@ class SparseLinearRegression(RegressorMixin, _SparseLinearModel):
     alpha/2 ||w||^2 + beta * penalty(w)."""
 
     def fit(self, X, y):
+        """Fit on ``X`` (dense or sparse, (n_samples, n_features)) and the
+        targets ``y`` by least squares.  Returns the estimator."""
         self._solve(X, y, "squared")
         return self
 
     def predict(self, X):
+        """The predicted target X @ coef_ + intercept_ of each row of ``X``."""
         return self.decision_function(X)

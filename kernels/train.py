@@ -82,6 +82,8 @@ class MLP:
 
     @classmethod
     def initial(cls, sizes, seed=0):
+        """A network of layer widths ``sizes`` (inputs, hidden..., classes)
+        with He-initialised weights drawn from ``seed`` and zero biases."""
         rng = np.random.default_rng(seed)
         weights = [
             rng.standard_normal((m, n)) * math.sqrt(2.0 / n)
@@ -91,6 +93,7 @@ class MLP:
 
     @property
     def sizes(self):
+        """The layer widths: inputs, each hidden layer, outputs."""
         return [self.weights[0].shape[1]] + [W.shape[0] for W in self.weights]
 
     @property
@@ -100,12 +103,16 @@ class MLP:
 
     @property
     def nnz(self):
+        """The number of non-zero weights (biases not counted)."""
         return int(sum(np.count_nonzero(W) for W in self.weights))
 
     def copy(self):
+        """A network with copies of the weights and biases."""
         return MLP([W.copy() for W in self.weights], [b.copy() for b in self.biases])
 
     def logits(self, X):
+        """The output layer's values (n, classes) for the inputs ``X``, before
+        the softmax."""
         A = np.asarray(X, np.float32)
         for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             A = A @ W.T + b
@@ -114,9 +121,11 @@ class MLP:
         return A
 
     def predict(self, X):
+        """The class index of largest logit for each row of ``X``."""
         return np.argmax(self.logits(X), axis=1)
 
     def accuracy(self, X, y):
+        """The fraction of rows of ``X`` whose predicted class is ``y``."""
         return float(np.mean(self.predict(X) == y))
 
     def loss(self, X, y):
