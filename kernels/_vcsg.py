@@ -65,10 +65,10 @@ class VCSGSchedule:
     )
     lam_biased: float = _constant(0.75, "lam when B is clipped to its minimum")
     step_exponent_unbiased: float = _constant(
-        5 / 32, "the step is divided by n^step_exponent_unbiased with lam_unbiased"
+        5 / 32, "with lam_unbiased the step is divided by n^step_exponent_unbiased"
     )
     step_exponent_biased: float = _constant(
-        3 / 32, "the step is divided by n^step_exponent_biased with lam_biased"
+        3 / 32, "with lam_biased the step is divided by n^step_exponent_biased"
     )
 
     def __post_init__(self):
