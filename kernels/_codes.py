@@ -22,6 +22,13 @@ METHOD_SNAPSHOT = 0  # SVRG family: s = grad f_I(snapshot), mu = its mean
 METHOD_TABLE = 1  # SAGA family: s = the table's last derivatives, mu = their mean
 METHOD_RECURSIVE = 2  # SARAH: v_t = grad f_I(x_t) - grad f_I(x_{t-1}) + v_{t-1}
 
+# The prox of the fused update kernels (kernels.update), applied to
+# z = w - step * v element by element.
+PROX_NONE = 0  # z
+PROX_SOFT_THRESHOLD = 1  # scale * sign(z) * max(|z| - threshold, 0): l1, elastic net
+PROX_HARD_THRESHOLD = 2  # z * (|z| > threshold): l0
+PROX_CUMULATIVE_L1 = 3  # the cumulative l1 penalty of Tsuruoka et al. (2009)
+
 # Activations of the layer kernels and plans: y = activation(W x + b).
 ACTIVATION_IDENTITY = 0
 ACTIVATION_RELU = 1  # max(v, 0), NaN stays NaN

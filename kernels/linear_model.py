@@ -21,8 +21,6 @@ from kernels.sparse import CSRMatrix, _is_scipy_sparse, spmv
 
 __all__ = ["SparseLogisticRegression", "SparseLinearRegression"]
 
-_SOLVERS = ("sgd", "svrg", "saga", "sarah", "scsg", "vcsg")
-_TAKES_LAM = ("svrg", "saga", "scsg")
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -112,32 +110,28 @@ class _SparseLinearModel(BaseEstimator):
         self.backend = backend
 
     def _solve(self, X, y, loss):
-        if self.solver not in _SOLVERS:
-            raise ValueError(f"solver must be one of {_SOLVERS}, got {self.solver!r}")
-        options = dict(
-            loss=loss,
-            fit_intercept=self.fit_intercept,
-            alpha=self.alpha,
-            penalty=self.penalty,
-            beta=self.beta,
-            l1_ratio=self.l1_ratio,
-            groups=self.groups,
-            step=self.step,
-            max_epochs=self.max_epochs,
-            tol=self.tol,
-            seed=self.seed,
-            verbose=self.verbose,
-            backend=self.backend,
-        )
-        if self.solver != "vcsg":
-            options["batch_size"] = self.batch_size
-        if self.solver in _TAKES_LAM:
-            options["lam"] = self.lam
-        elif self.lam is not None:
+        """Fit by ``self.solver`` with the parameters of this estimator that
+        the solver takes (its signature says which: vcsg has no
+        ``batch_size``, only some solvers take ``lam``)."""
+        if self.solver not in solvers.SOLVERS:
             raise ValueError(
-                f"lam applies to {_TAKES_LAM}, not to solver={self.solver!r}"
+                f"solver must be one of {solvers.SOLVERS}, got {self.solver!r}"
             )
-        result = getattr(solvers, self.solver)(X, y, **options)
+        solve = getattr(solvers, self.solver)
+        accepted = inspect.signature(solve).parameters
+        if self.lam is not None and "lam" not in accepted:
+            takes_lam = tuple(
+                name
+                for name in solvers.SOLVERS
+                if "lam" in inspect.signature(getattr(solvers, name)).parameters
+            )
+            raise ValueError(
+                f"lam applies to {takes_lam}, not to solver={self.solver!r}"
+            )
+        options = {
+            name: value for name, value in self.get_params().items() if name in accepted
+        }
+        result = solve(X, y, loss=loss, **options)
         self.coef_ = result.coef
         self.intercept_ = result.intercept
         self.n_iter_ = result.n_epochs
@@ -187,6 +181,9 @@ class SparseLogisticRegression(ClassifierMixin, _SparseLinearModel):
     penalty(W) (see ``kernels.solvers``)."""
 
     def fit(self, X, y):
+        """Fit on ``X`` (dense or sparse, (n_samples, n_features)) and the
+        labels ``y``: the logistic loss for two classes, the multinomial one
+        for more.  Returns the estimator."""
         classes = np.unique(np.asarray(y))
         loss = "logistic" if classes.size <= 2 else "multinomial"
         result = self._solve(X, y, loss)
@@ -204,6 +201,7 @@ class SparseLogisticRegression(ClassifierMixin, _SparseLinearModel):
         return e / e.sum(axis=1, keepdims=True)
 
     def predict(self, X):
+        """The predicted label (from ``classes_``) of each row of ``X``."""
         scores = self.decision_function(X)
         if scores.ndim == 1:
             return self.classes_[(scores > 0).astype(np.intp)]
@@ -217,8 +215,11 @@ class SparseLinearRegression(RegressorMixin, _SparseLinearModel):
     alpha/2 ||w||^2 + beta * penalty(w)."""
 
     def fit(self, X, y):
+        """Fit on ``X`` (dense or sparse, (n_samples, n_features)) and the
+        targets ``y`` by least squares.  Returns the estimator."""
         self._solve(X, y, "squared")
         return self
 
     def predict(self, X):
+        """The predicted target X @ coef_ + intercept_ of each row of ``X``."""
         return self.decision_function(X)

@@ -87,13 +87,23 @@ def _group_layout(groups, shape):
         raise ValueError(
             f'groups must be "rows", "cols", an int or sizes, got {groups!r}'
         )
+    return "ptr", _group_pointer(groups, size, "x.size")
+
+
+def _group_pointer(groups, size, of):
+    """The group pointer of ``groups`` over ``size`` entries: int64 offsets,
+    n_groups + 1 of them from 0 to ``size``, group g being entries
+    pointer[g]:pointer[g + 1].  ``groups`` is a group size (equal contiguous
+    groups, which must divide ``size``) or a 1-D array of group sizes
+    (non-negative integers adding up to ``size``; the pointer is their
+    cumulative sum).  ``of`` names ``size`` in the error messages."""
     if _checks.is_scalar(groups):
         group_size = _checks.integer(groups, "groups", minimum=1)
         if size % group_size:
             raise ValueError(
-                f"groups={group_size} must divide x.size={size} into equal groups"
+                f"groups={group_size} must divide {of}={size} into equal groups"
             )
-        return "ptr", np.arange(0, size + 1, group_size, dtype=np.int64)
+        return np.arange(0, size + 1, group_size, dtype=np.int64)
     sizes = np.asarray(groups)
     if sizes.size and sizes.dtype.kind not in "iu":
         raise TypeError(
@@ -110,9 +120,9 @@ def _group_layout(groups, shape):
     np.cumsum(sizes, out=pointer[1:])
     if pointer[-1] != size:
         raise ValueError(
-            f"groups (group sizes) must add up to x.size={size}, got {pointer[-1]}"
+            f"groups (group sizes) must add up to {of}={size}, got {pointer[-1]}"
         )
-    return "ptr", pointer
+    return pointer
 
 
 def _group_shrink(x, l1, threshold, groups, weights, out, backend):

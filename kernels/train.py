@@ -34,18 +34,29 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kernels import _checks
+from kernels._penalties import (
+    CUMULATIVE_L1,
+    GROUP_L1,
+    L1,
+    group_l1_value,
+    l1_value,
+    require,
+    split,
+    with_groups,
+)
+from kernels._vcsg import VCSGSchedule
+from kernels.prox import prox_group_l1
 from kernels.update import CumulativeL1, prox_gradient_step
 
 __all__ = ["MLP", "TrainResult", "train_mlp", "OPTIMIZERS", "PENALTIES"]
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "svrg", "saga", "vcsg")
+_ELEMENTWISE = (None, L1, CUMULATIVE_L1)
+# None, "l1", "cumulative_l1", "group_l1", "l1+group_l1", "cumulative_l1+group_l1"
 PENALTIES = (
-    None,
-    "l1",
-    "cumulative_l1",
-    "group_l1",
-    "l1+group_l1",
-    "cumulative_l1+group_l1",
+    *_ELEMENTWISE,
+    GROUP_L1,
+    *(with_groups(penalty) for penalty in _ELEMENTWISE if penalty),
 )
 
 
@@ -71,6 +82,8 @@ class MLP:
 
     @classmethod
     def initial(cls, sizes, seed=0):
+        """A network of layer widths ``sizes`` (inputs, hidden..., classes)
+        with He-initialised weights drawn from ``seed`` and zero biases."""
         rng = np.random.default_rng(seed)
         weights = [
             rng.standard_normal((m, n)) * math.sqrt(2.0 / n)
@@ -80,6 +93,7 @@ class MLP:
 
     @property
     def sizes(self):
+        """The layer widths: inputs, each hidden layer, outputs."""
         return [self.weights[0].shape[1]] + [W.shape[0] for W in self.weights]
 
     @property
@@ -89,12 +103,16 @@ class MLP:
 
     @property
     def nnz(self):
+        """The number of non-zero weights (biases not counted)."""
         return int(sum(np.count_nonzero(W) for W in self.weights))
 
     def copy(self):
+        """A network with copies of the weights and biases."""
         return MLP([W.copy() for W in self.weights], [b.copy() for b in self.biases])
 
     def logits(self, X):
+        """The output layer's values (n, classes) for the inputs ``X``, before
+        the softmax."""
         A = np.asarray(X, np.float32)
         for i, (W, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             A = A @ W.T + b
@@ -103,9 +121,11 @@ class MLP:
         return A
 
     def predict(self, X):
+        """The class index of largest logit for each row of ``X``."""
         return np.argmax(self.logits(X), axis=1)
 
     def accuracy(self, X, y):
+        """The fraction of rows of ``X`` whose predicted class is ``y``."""
         return float(np.mean(self.predict(X) == y))
 
     def loss(self, X, y):
@@ -170,17 +190,17 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _group_norm_shrink(weights, t):
-    """Group soft thresholding over hidden neurons: unit j of layer l owns
-    row j of weights[l] and column j of weights[l + 1]; both are scaled by
-    max(0, 1 - t / ||(row, column)||) (ALGORITHMS.md section 4)."""
+def _shrink_neurons(weights, t, backend):
+    """Group soft thresholding over hidden neurons (ALGORITHMS.md section
+    4): unit j of layer l owns row j of weights[l] and column j of
+    weights[l + 1], shrunk together by ``kernels.prox_group_l1`` as one row
+    of the two side by side."""
     for i in range(len(weights) - 1):
         incoming, outgoing = weights[i], weights[i + 1]
-        norms = _neuron_norms(incoming, outgoing)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            scale = np.where(norms > t, 1.0 - t / norms, 0.0).astype(np.float32)
-        incoming *= scale[:, None]
-        outgoing *= scale[None, :]
+        units = np.concatenate((incoming, outgoing.T), axis=1)
+        prox_group_l1(units, t, "rows", out=units, backend=backend)
+        incoming[...] = units[:, : incoming.shape[1]]
+        outgoing[...] = units[:, incoming.shape[1] :].T
 
 
 def _neuron_norms(incoming, outgoing):
@@ -194,7 +214,7 @@ def _neuron_norms(incoming, outgoing):
 
 def _group_penalty(weights):
     return sum(
-        float(np.sum(_neuron_norms(weights[i], weights[i + 1])))
+        group_l1_value(_neuron_norms(weights[i], weights[i + 1]))
         for i in range(len(weights) - 1)
     )
 
@@ -208,15 +228,12 @@ class _Updater:
     def __init__(self, network, penalty, beta, group_beta, mask, backend):
         self.network = network
         self.params = network.params
-        self.elementwise = None if penalty is None else penalty.split("+")[0]
-        if self.elementwise == "group_l1":
-            self.elementwise = None
-        self.grouped = penalty is not None and penalty.endswith("group_l1")
+        self.elementwise, self.grouped = split(penalty)
         self.beta = beta
         self.group_beta = group_beta
         self.backend = backend
         self.cumulative = [
-            CumulativeL1(W) if self.elementwise == "cumulative_l1" else None
+            CumulativeL1(W) if self.elementwise == CUMULATIVE_L1 else None
             for W in network.weights
         ]
         self.mask = [W != 0 for W in network.weights] if mask else None
@@ -239,7 +256,7 @@ class _Updater:
                 backend=self.backend,
             )
         if self.grouped:
-            _group_norm_shrink(self.network.weights, step * self.group_beta)
+            _shrink_neurons(self.network.weights, step * self.group_beta, self.backend)
         if self.mask is not None:
             for W, m in zip(self.network.weights, self.mask, strict=True):
                 W *= m
@@ -248,7 +265,7 @@ class _Updater:
         weights = self.network.weights
         value = loss
         if self.elementwise:
-            value += self.beta * sum(float(np.abs(W).sum()) for W in weights)
+            value += self.beta * l1_value(weights)
         if self.grouped:
             value += self.group_beta * _group_penalty(weights)
         return value
@@ -291,13 +308,12 @@ def train_mlp(
     keeps the zeros of the starting network's weights (train the survivors
     only; use with ``penalty=None``).  ``progress(ifos, budget, loss)`` is
     called after every epoch.  ``vcsg_options``: a dict overriding VCSG's
-    constants (warmup_stages=1, theta=0.5, min_batch_exponent=0.88,
-    inner_batch_exponent=0.625, lam_unbiased=0.4, lam_biased=0.75,
-    step_exponent_unbiased=5/32, step_exponent_biased=3/32: ALGORITHMS.md
-    section 2 and ``kernels.solvers.vcsg``).  VCSG's stage batch bounds the
-    sampling variance by theta * ||mu||^2, mu the previous stage's mean
-    gradient (of the loss, without the penalty), with sigma^2 from that
-    batch's per-sample gradient norms (``MLP.gradient(sample_norms=True)``).
+    constants, the keywords of ``kernels.solvers.vcsg`` from
+    ``warmup_stages`` on, whose defaults are the same (ALGORITHMS.md
+    section 2).  With ``eps`` None VCSG's stage batch bounds the sampling
+    variance by theta * ||mu||^2, mu the previous stage's mean gradient (of
+    the loss, without the penalty), with sigma^2 from that batch's
+    per-sample gradient norms (``MLP.gradient(sample_norms=True)``).
     """
     X = np.ascontiguousarray(_checks.as_float_array(X, "X"), np.float32)
     y = np.asarray(y)
@@ -315,10 +331,7 @@ def train_mlp(
         raise ValueError(
             f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}"
         )
-    if penalty not in PENALTIES:
-        raise ValueError(
-            f"penalty must be one of {', '.join(map(str, PENALTIES))}, got {penalty!r}"
-        )
+    require(penalty, PENALTIES)
     if lam is not None and optimizer not in ("svrg", "saga"):
         raise ValueError(f"lam applies to svrg and saga, not {optimizer!r}")
     beta = _checks.scalar(beta, "beta", minimum=0.0, allow_inf=False)
@@ -328,6 +341,8 @@ def train_mlp(
     step = _checks.scalar(step, "step", minimum=0.0, allow_inf=False)
     step_decay = _checks.scalar(step_decay, "step_decay", minimum=0.0, allow_inf=False)
     epochs = _checks.scalar(epochs, "epochs", minimum=0.0, allow_inf=False)
+    if optimizer == "vcsg":
+        schedule = VCSGSchedule.from_options(dict(vcsg_options or {}))
     n = X.shape[0]
     batch_size = min(n, _checks.integer(batch_size, "batch_size", minimum=1))
     if network is None:
@@ -343,7 +358,9 @@ def train_mlp(
                 f"features and {int(y.max()) + 1} classes"
             )
     updater = _Updater(network, penalty, beta, group_beta, fine_tune, backend)
-    run = _Run(X, y, network, updater, step, step_decay, epochs * n, seed, progress)
+    run = _TrainingRun(
+        X, y, network, updater, step, step_decay, epochs * n, seed, progress
+    )
     # a diverging run overflows before its loss is checked at the end of the
     # epoch, which raises the error that names the step
     with np.errstate(over="ignore", invalid="ignore"):
@@ -354,11 +371,11 @@ def train_mlp(
         elif optimizer == "saga":
             _saga(run, batch_size, lam)
         else:
-            _vcsg(run, dict(vcsg_options or {}))
+            _vcsg(run, schedule)
     return run.result
 
 
-class _Run:
+class _TrainingRun:
     """The state every optimizer shares: data, network, IFO budget, the
     decaying step, the history."""
 
@@ -513,47 +530,25 @@ def _saga(run, batch_size, lam):
         run.record()
 
 
-def _vcsg(run, options):
-    defaults = {
-        "warmup_stages": 1,
-        "theta": 0.5,
-        "min_batch_exponent": 0.88,
-        "inner_batch_exponent": 0.625,
-        "lam_unbiased": 0.4,
-        "lam_biased": 0.75,
-        "step_exponent_unbiased": 5 / 32,
-        "step_exponent_biased": 3 / 32,
-    }
-    unknown = set(options) - set(defaults)
-    if unknown:
-        raise ValueError(f"unknown VCSG options: {', '.join(sorted(unknown))}")
-    o = {**defaults, **options}
+def _vcsg(run, schedule):
+    """VCSG on the MLP (``kernels._vcsg``): the stage batch bounds the
+    sampling variance by theta * ||mu||^2, mu the previous stage's mean
+    gradient, with sigma^2 from that batch's per-sample gradient norms."""
     n = run.n
-    smallest = min(n, max(1, math.ceil(n ** o["min_batch_exponent"])))
     mu = [np.empty_like(p) for p in run.network.params]
     sigma2 = target = None
     stage = 0
     while not run.done:
-        if stage < o["warmup_stages"] or sigma2 is None:
-            big, lam, scale = n, 0.0, 1.0
-        else:
-            tolerance = o["theta"] * target
-            wanted = (
-                n if tolerance <= 0 else n * sigma2 / (sigma2 + (n - 1) * tolerance)
-            )
-            big = int(min(n, max(smallest, math.ceil(wanted))))
-            if big <= smallest < n:
-                lam, scale = o["lam_biased"], n ** -o["step_exponent_biased"]
-            else:
-                lam, scale = o["lam_unbiased"], n ** -o["step_exponent_unbiased"]
+        big, lam, exponent = schedule.stage(n, stage, sigma2, target)
+        scale = n**-exponent
         batch = run.rng.permutation(n)[:big]
         anchor = run.network.copy()
         _, norms = run.gradient(batch, mu, sample_norms=True)
         mu_norm2 = sum(float(np.sum(m * m)) for m in mu)
-        sigma2 = max(float(np.mean(norms)) - mu_norm2, 0.0)
+        sigma2 = schedule.per_sample_variance(float(np.mean(norms)), mu_norm2)
         target = mu_norm2
-        b = max(1, round(big ** o["inner_batch_exponent"]))
-        inner = run.rng.choice(n, size=b * max(1, big // b), replace=True)
+        b, steps = schedule.inner_batches(big)
+        inner = run.rng.choice(n, size=b * steps, replace=True)
         _snapshot_stage(run, anchor, mu, b, lam, inner, scale)
         stage += 1
         run.record()

@@ -15,16 +15,18 @@ import numpy as np
 
 from kernels import _checks
 from kernels._backend import kernels_for
-from kernels._reference.update import (
-    CUMULATIVE_L1,
-    HARD_THRESHOLD,
-    NO_PENALTY,
-    SOFT_THRESHOLD,
+from kernels._codes import (
+    PROX_CUMULATIVE_L1,
+    PROX_HARD_THRESHOLD,
+    PROX_NONE,
+    PROX_SOFT_THRESHOLD,
 )
+from kernels._penalties import CUMULATIVE_L1, ELASTIC_NET, L0, L1, require
 
-__all__ = ["prox_gradient_step", "CumulativeL1"]
+__all__ = ["prox_gradient_step", "CumulativeL1", "lambda_coefficients"]
 
-PENALTIES = (None, "l1", "elastic_net", "l0", "cumulative_l1")
+# The element-wise penalties the fused step applies.
+PENALTIES = (None, L1, ELASTIC_NET, L0, CUMULATIVE_L1)
 
 # The unused ``received`` argument of the kernels, per dtype.
 _NO_STATE = {dtype: np.empty(0, dtype) for dtype in _checks.FLOAT_DTYPES}
@@ -79,50 +81,60 @@ def _gradient_term(value, name, w):
     return value
 
 
-def _coefficients(lam, snapshot):
-    """(a, b, c) with v = a * g + b * s + c * mu (ALGORITHMS.md section 2)."""
+def lambda_coefficients(lam):
+    """(cg, cs, cm) with v = cg * g + cs * s + cm * mu: the step direction of
+    the lambda-estimator (ALGORITHMS.md section 2) for ``lam`` in [0, 1];
+    ``lam=None`` is the textbook SVRG / SAGA direction g - s + mu.
+
+    * ``lam <= 1/2``, the unbiased branch: v = (1 - lam) g - lam (s - mu),
+      (1 - lam, -lam, lam); lam = 0 is SGD, lam = 1/2 half the SVRG
+      direction.
+    * ``lam > 1/2``, the biased branch: v = (1 - lam) (g - s) + lam mu,
+      (1 - lam, lam - 1, lam).
+
+    At a solution (x = snapshot, mu exact) v = max(cg, cm) * grad f: the
+    solvers of ``kernels.solvers`` give the prox the step max(cg, cm) *
+    step, so that, with a penalty, the lambda-estimator converges to the
+    solution of the stated problem and not of the one with the penalty
+    scaled by 1 / (1 - lam) or 1 / lam.  lam = 1/2 is then exactly SVRG
+    with half the step."""
     if lam is None:
-        return (1.0, -1.0, 1.0)  # SVRG
-    lam = _checks.scalar(lam, "lam", minimum=0.0)
+        return 1.0, -1.0, 1.0
+    lam = _checks.scalar(lam, "lam", minimum=0.0, allow_inf=False)
     if lam > 1.0:
         raise ValueError(f"lam must be in [0, 1], got {lam}")
-    if not snapshot:
-        raise ValueError("lam needs the snapshot terms s and mu, got s=None")
     if lam <= 0.5:
-        return (1.0 - lam, -lam, lam)  # unbiased branch: (1-lam) g - lam (s - mu)
-    return (1.0 - lam, lam - 1.0, lam)  # biased branch: (1-lam)(g - s) + lam mu
+        return 1.0 - lam, -lam, lam
+    return 1.0 - lam, lam - 1.0, lam
 
 
 def _penalty(penalty, beta, l2, cumulative, step, w):
     """(code, threshold, scale, received, total) for the kernel; the new
     total of a cumulative penalty is stored only once the kernel ran."""
-    if penalty not in PENALTIES:
-        raise ValueError(
-            f"penalty must be one of {', '.join(map(repr, PENALTIES))}, got {penalty!r}"
-        )
+    require(penalty, PENALTIES)
     beta = _checks.scalar(beta, "beta", minimum=0.0, allow_inf=False)
     l2 = _checks.scalar(l2, "l2", minimum=0.0, allow_inf=False)
     if penalty is None and beta != 0.0:
         raise ValueError(f"beta={beta} needs a penalty, got penalty=None")
-    if penalty != "elastic_net" and l2 != 0.0:
+    if penalty != ELASTIC_NET and l2 != 0.0:
         raise ValueError(
             f"l2 applies to penalty='elastic_net' only (beta=0 for a pure "
             f"ridge prox), got penalty={penalty!r}"
         )
-    if penalty != "cumulative_l1" and cumulative is not None:
+    if penalty != CUMULATIVE_L1 and cumulative is not None:
         raise ValueError(
             f"cumulative is the state of penalty='cumulative_l1', "
             f"got penalty={penalty!r}"
         )
     no_state = _NO_STATE[w.dtype]
     t = step * beta
-    if penalty == "l1":
-        return SOFT_THRESHOLD, t, 1.0, no_state, 0.0
-    if penalty == "elastic_net":
-        return SOFT_THRESHOLD, t, 1.0 / (1.0 + step * l2), no_state, 0.0
-    if penalty == "l0":
-        return HARD_THRESHOLD, math.sqrt(2.0 * t), 1.0, no_state, 0.0
-    if penalty == "cumulative_l1":
+    if penalty == L1:
+        return PROX_SOFT_THRESHOLD, t, 1.0, no_state, 0.0
+    if penalty == ELASTIC_NET:
+        return PROX_SOFT_THRESHOLD, t, 1.0 / (1.0 + step * l2), no_state, 0.0
+    if penalty == L0:
+        return PROX_HARD_THRESHOLD, math.sqrt(2.0 * t), 1.0, no_state, 0.0
+    if penalty == CUMULATIVE_L1:
         if not isinstance(cumulative, CumulativeL1):
             raise TypeError(
                 "penalty='cumulative_l1' needs cumulative=kernels.CumulativeL1(w), "
@@ -137,8 +149,8 @@ def _penalty(penalty, beta, l2, cumulative, step, w):
         total = _checks.scalar(
             cumulative.total, "cumulative.total", minimum=0.0, allow_inf=False
         )
-        return CUMULATIVE_L1, 0.0, 1.0, received, total + t
-    return NO_PENALTY, 0.0, 1.0, no_state, 0.0
+        return PROX_CUMULATIVE_L1, 0.0, 1.0, received, total + t
+    return PROX_NONE, 0.0, 1.0, no_state, 0.0
 
 
 def prox_gradient_step(
@@ -164,7 +176,8 @@ def prox_gradient_step(
 
     * ``s`` and ``mu`` None: SGD, ``v = g``.
     * ``lam`` None: SVRG (Johnson & Zhang 2013), ``v = g - s + mu``.
-    * ``0 <= lam <= 1/2``: the lambda-estimator's unbiased branch,
+    * ``0 <= lam <= 1/2``: the lambda-estimator's unbiased branch
+      (``lambda_coefficients``),
       ``v = (1 - lam) * g - lam * (s - mu)``; lam = 0 is SGD, lam = 1/2
       half the SVRG direction.
     * ``1/2 < lam <= 1``: its biased branch,
@@ -222,7 +235,9 @@ def prox_gradient_step(
         s = _gradient_term(s, "s", w)
         mu = _gradient_term(mu, "mu", w)
     step = _checks.scalar(step, "step", minimum=0.0, allow_inf=False)
-    coefficients = _coefficients(lam, snapshot)
+    coefficients = lambda_coefficients(lam)
+    if lam is not None and not snapshot:
+        raise ValueError("lam needs the snapshot terms s and mu, got s=None")
     code, threshold, scale, received, total = _penalty(
         penalty, beta, l2, cumulative, step, w
     )
@@ -252,6 +267,6 @@ def prox_gradient_step(
         kernels.mixed_step(*flat, a, b, c, *prox_args)
     else:
         kernels.sgd_step(*flat, _checks.cast(step, dtype), *prox_args)
-    if code == CUMULATIVE_L1:
+    if code == PROX_CUMULATIVE_L1:
         cumulative.total = total
     return _checks.deliver(out, buffer)

@@ -9,8 +9,10 @@ direction, unbiasedness up to 1 - lam by enumerating every mini-batch), lazy
 CSR iterates equal to dense ones, divergence and bad-input errors.
 """
 
+import dataclasses
 import functools
 import importlib
+import inspect
 import itertools
 import zlib
 
@@ -18,7 +20,7 @@ import numpy as np
 import pytest
 
 import kernels
-from kernels import _backend, _codes, solvers
+from kernels import _backend, _codes, _solver_run, _vcsg, solvers
 from kernels._reference import solvers as reference
 
 METHODS = (_codes.METHOD_SNAPSHOT, _codes.METHOD_TABLE, _codes.METHOD_RECURSIVE)
@@ -651,13 +653,13 @@ def test_result_shapes_and_classes(rng):
 
 def test_float32_data_is_not_copied(rng):
     X = rng.standard_normal((30, 5)).astype(np.float32)
-    problem = solvers._Problem(
+    problem = _solver_run.LinearProblem(
         X, X[:, 0] > 0, "logistic", False, 0.0, None, 0.0, 0.5, None, None
     )
     assert np.shares_memory(problem.data, X)
     assert problem.data.dtype == np.float32
     A = kernels.CSRMatrix.from_dense(X)
-    problem = solvers._Problem(
+    problem = _solver_run.LinearProblem(
         A, X[:, 0] > 0, "logistic", False, 0.0, None, 0.0, 0.5, None, None
     )
     assert problem.data is A.data
@@ -692,6 +694,73 @@ def test_verbose_and_callback(rng, capsys):
     assert out.count("svrg: epoch") == 2 and "||G||" in out
 
 
+@pytest.mark.parametrize("name", solvers.SOLVERS)
+@pytest.mark.parametrize(
+    "verdict",
+    [np.bool_(True), 1, "stop", [0]],
+    ids=["numpy bool", "int", "str", "list"],
+)
+def test_a_truthy_callback_value_stops(name, verdict, rng):
+    X, y = _problem(rng)
+    seen = []
+
+    def callback(entry):
+        seen.append(entry)
+        return verdict if len(seen) == 2 else np.bool_(False)
+
+    result = getattr(solvers, name)(X, y, callback=callback, max_epochs=10, tol=0.0)
+    assert result.n_epochs == 1 and len(seen) == 2
+
+
+def test_a_comparison_in_the_callback_stops_the_solver(rng):
+    """``return entry[2] < threshold`` is a numpy.bool_: it stops the solver
+    as a bool would."""
+    X, y = _problem(rng)
+    first = solvers.saga(X, y, max_epochs=0).objective
+    result = solvers.saga(
+        X, y, callback=lambda entry: entry[2] < 0.9 * first, max_epochs=50, tol=0.0
+    )
+    assert 0 < result.n_epochs < 50
+    assert result.history[-1][2] < 0.9 * first <= result.history[-2][2]
+
+
+@pytest.mark.parametrize("name", solvers.SOLVERS)
+def test_signature_from_the_common_keywords(name, rng):
+    solve = getattr(solvers, name)
+    parameters = inspect.signature(solve).parameters
+    assert list(parameters)[:2] == ["X", "y"]
+    assert all(
+        p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+        for p in list(parameters.values())[:2]
+    )
+    assert list(parameters)[-1] == "backend"
+    dropped = {
+        "scsg": {"sample_order"},
+        "vcsg": {"sample_order", "batch_size"},
+    }.get(name, set())
+    for keyword in _solver_run.KEYWORDS:
+        if keyword.name in dropped:
+            assert keyword.name not in parameters
+        else:
+            assert parameters[keyword.name].default == keyword.default
+            assert parameters[keyword.name].kind is inspect.Parameter.KEYWORD_ONLY
+    X, y = _problem(rng, loss="squared")
+    by_position = solve(X, y, loss="squared", max_epochs=2, seed=0)
+    by_name = solve(y=y, X=X, loss="squared", max_epochs=2, seed=0)
+    np.testing.assert_array_equal(by_position.coef, by_name.coef)
+    with pytest.raises(TypeError):
+        solve(X, y, "squared")
+    with pytest.raises(TypeError, match="unknown_keyword"):
+        solve(X, y, unknown_keyword=1)
+
+
+def test_vcsg_defaults_are_the_schedule_s():
+    parameters = inspect.signature(solvers.vcsg).parameters
+    schedule = _vcsg.VCSGSchedule()
+    for field in dataclasses.fields(schedule):
+        assert parameters[field.name].default == getattr(schedule, field.name)
+
+
 @pytest.mark.parametrize(
     "kwargs,error,pattern",
     [
@@ -705,7 +774,7 @@ def test_verbose_and_callback(rng, capsys):
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"max_epochs": -1}, ValueError, "max_epochs"),
         ({"penalty": "group_l1"}, ValueError, "needs groups"),
-        ({"penalty": "group_l1", "groups": [2, 2]}, ValueError, "sum to the number"),
+        ({"penalty": "group_l1", "groups": [2, 2]}, ValueError, "add up to n_features"),
         ({"groups": 2}, ValueError, "only used with"),
         ({"sample_order": [0, 99]}, ValueError, "sample_order"),
         ({"sample_order": [0.5]}, TypeError, "sample_order"),

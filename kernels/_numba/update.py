@@ -1,7 +1,8 @@
 """Fused gradient-update kernels, compiled with Numba.
 
 Same names, arguments and semantics as ``kernels._reference.update`` (the
-specification, with the input contract and the penalty codes), for float32
+specification, with the input contract; the penalty codes are the
+``PROX_*`` codes of ``kernels._codes``), for float32
 and float64, computed in the dtype of ``w``.  One pass over the arrays, no
 temporaries: each element of z = w - step * v is formed in a register and
 goes straight through the prox.
@@ -14,13 +15,9 @@ without the overlap test that would send ``out is w`` to the scalar loop
 (see ``kernels._numba.prox``).
 """
 
+from kernels._codes import PROX_CUMULATIVE_L1, PROX_HARD_THRESHOLD, PROX_SOFT_THRESHOLD
 from kernels._numba._jit import kernel
 from kernels._numba.prox import _same_buffer, _soft
-from kernels._reference.update import (
-    CUMULATIVE_L1,
-    HARD_THRESHOLD,
-    SOFT_THRESHOLD,
-)
 
 
 @kernel(inline="always")
@@ -44,13 +41,13 @@ def _cumulative(z, q, total):
 
 @kernel(inline="always")
 def _sgd_loops(w, g, step, penalty, threshold, scale, received, total, out):
-    if penalty == SOFT_THRESHOLD:
+    if penalty == PROX_SOFT_THRESHOLD:
         for i in range(w.size):
             out[i] = _soft(w[i] - step * g[i], threshold) * scale
-    elif penalty == HARD_THRESHOLD:
+    elif penalty == PROX_HARD_THRESHOLD:
         for i in range(w.size):
             out[i] = _hard(w[i] - step * g[i], threshold)
-    elif penalty == CUMULATIVE_L1:
+    elif penalty == PROX_CUMULATIVE_L1:
         for i in range(w.size):
             z = w[i] - step * g[i]
             v = _cumulative(z, received[i], total)
@@ -63,14 +60,14 @@ def _sgd_loops(w, g, step, penalty, threshold, scale, received, total, out):
 
 @kernel(inline="always")
 def _mixed_loops(w, g, s, mu, a, b, c, penalty, threshold, scale, received, total, out):
-    if penalty == SOFT_THRESHOLD:
+    if penalty == PROX_SOFT_THRESHOLD:
         for i in range(w.size):
             z = w[i] - (a * g[i] + b * s[i] + c * mu[i])
             out[i] = _soft(z, threshold) * scale
-    elif penalty == HARD_THRESHOLD:
+    elif penalty == PROX_HARD_THRESHOLD:
         for i in range(w.size):
             out[i] = _hard(w[i] - (a * g[i] + b * s[i] + c * mu[i]), threshold)
-    elif penalty == CUMULATIVE_L1:
+    elif penalty == PROX_CUMULATIVE_L1:
         for i in range(w.size):
             z = w[i] - (a * g[i] + b * s[i] + c * mu[i])
             v = _cumulative(z, received[i], total)

@@ -33,7 +33,7 @@ the soft threshold at ``eta * l1``, the group shrink at
 ``eta * l1 * group_weights[g]``, or the hard threshold at
 ``sqrt(2 * eta * l1 * (1 + eta * ridge))`` (codes in ``kernels._codes``).
 The intercept is never penalised.  The kernels trust their inputs;
-``kernels.solvers`` validates them.
+``kernels._solver_run.LinearProblem`` validates them.
 """
 
 import numpy as np

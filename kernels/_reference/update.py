@@ -16,20 +16,21 @@ and that every kernel here trusts:
 * ``step`` and the coefficients ``a``, ``b``, ``c`` (already multiplied by
   the step size), ``threshold``, ``scale`` and ``total`` are finite scalars
   of that dtype.
-* ``penalty`` is one of the codes below.  ``received`` has ``w``'s length
-  when ``penalty == CUMULATIVE_L1``, shares memory with no other argument,
-  and is updated in place; for the other penalties it is any array of the
-  dtype (an empty one) and is not touched.
+* ``penalty`` is one of the ``PROX_*`` codes of ``kernels._codes``.
+  ``received`` has ``w``'s length when ``penalty == PROX_CUMULATIVE_L1``,
+  shares memory with no other argument, and is updated in place; for the
+  other penalties it is any array of the dtype (an empty one) and is not
+  touched.
 
 The proximal step, by code, with z = w - step * v:
 
-* ``NO_PENALTY``:    out = z.
-* ``SOFT_THRESHOLD``: out = scale * sign(z) * max(|z| - threshold, 0)
+* ``PROX_NONE``:    out = z.
+* ``PROX_SOFT_THRESHOLD``: out = scale * sign(z) * max(|z| - threshold, 0)
   (``kernels._reference.prox.soft_threshold``: l1 with scale 1, the
   elastic net with scale 1 / (1 + step * l2)).
-* ``HARD_THRESHOLD``: out = z * (|z| > threshold) (``hard_threshold``: the
+* ``PROX_HARD_THRESHOLD``: out = z * (|z| > threshold) (``hard_threshold``: the
   l0 prox with threshold sqrt(2 * step * beta)).
-* ``CUMULATIVE_L1``: the cumulative l1 penalty of Tsuruoka et al. (2009)
+* ``PROX_CUMULATIVE_L1``: the cumulative l1 penalty of Tsuruoka et al. (2009)
   with running total ``total`` (``kernels._reference.prox.cumulative_l1``).
 
 Cost model (ALGORITHMS.md section 6): every kernel streams each array once,
@@ -40,22 +41,17 @@ reference builds z in a temporary; the compiled kernels make one pass and
 allocate nothing.
 """
 
+from kernels._codes import PROX_CUMULATIVE_L1, PROX_HARD_THRESHOLD, PROX_SOFT_THRESHOLD
 from kernels._reference import prox
-
-# Penalty codes shared by the three backends (pyx/update.pyx repeats them).
-NO_PENALTY = 0
-SOFT_THRESHOLD = 1
-HARD_THRESHOLD = 2
-CUMULATIVE_L1 = 3
 
 
 def _apply_prox(z, penalty, threshold, scale, received, total, out):
     """out = prox(z) for penalty code ``penalty``; may overwrite z."""
-    if penalty == SOFT_THRESHOLD:
+    if penalty == PROX_SOFT_THRESHOLD:
         prox.soft_threshold(z, threshold, scale, out)
-    elif penalty == HARD_THRESHOLD:
+    elif penalty == PROX_HARD_THRESHOLD:
         prox.hard_threshold(z, threshold, out)
-    elif penalty == CUMULATIVE_L1:
+    elif penalty == PROX_CUMULATIVE_L1:
         prox.cumulative_l1(z, received, total)
         out[...] = z
     else:
