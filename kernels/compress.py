@@ -67,10 +67,12 @@ class Dataset:
 
     @property
     def n_features(self):
+        """Inputs per sample."""
         return self.X_train.shape[1]
 
     @property
     def n_classes(self):
+        """The number of classes."""
         return len(self.classes)
 
 
@@ -336,9 +338,11 @@ class CompressionResult:
 
     @property
     def compression_ratio(self):
+        """The dense model's bytes over the deployed model's bytes."""
         return self.dense_bytes / self.bytes
 
     def as_dict(self):
+        """The result as a dict of plain values (what --json prints)."""
         return {
             "data": self.settings.get("data"),
             "dense_accuracy": self.dense_accuracy,

@@ -132,22 +132,27 @@ class SparseLinear:
 
     @property
     def weight(self):
+        """The layer's weight matrix (CSRMatrix, BSRMatrix or QuantizedCSR)."""
         return self._weight
 
     @property
     def bias(self):
+        """The bias (out_features values in the compute dtype), or None."""
         return self._bias
 
     @property
     def activation(self):
+        """The activation's name: "identity", "relu", "tanh" or "sigmoid"."""
         return self._activation
 
     @property
     def in_features(self):
+        """Inputs of the layer: the weight's columns."""
         return self._weight.shape[1]
 
     @property
     def out_features(self):
+        """Outputs of the layer: the weight's rows."""
         return self._weight.shape[0]
 
     @property
@@ -167,6 +172,7 @@ class SparseLinear:
 
     @property
     def density(self):
+        """The weight's stored entries per entry of the matrix."""
         return self._weight.density
 
     @property
@@ -347,26 +353,32 @@ class SparseMLP:
 
     @property
     def layers(self):
+        """The layers, a tuple of SparseLinear."""
         return self._layers
 
     @property
     def classes(self):
+        """The class labels predict returns, or None (class indices)."""
         return self._classes
 
     @property
     def in_features(self):
+        """Inputs of the network: the first layer's in_features."""
         return self._layers[0].in_features
 
     @property
     def out_features(self):
+        """Outputs of the network: the last layer's out_features."""
         return self._layers[-1].out_features
 
     @property
     def dtype(self):
+        """float32 or float64: the dtype the network computes in and returns."""
         return self._layers[0].dtype
 
     @property
     def nnz(self):
+        """Stored weights over all layers."""
         return self._nnz
 
     @property

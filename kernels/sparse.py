@@ -206,10 +206,13 @@ class _SparseOperator:
 
     @property
     def indices(self):
+        """The column index of each stored entry (block column for BSR)."""
         return self._indices
 
     @property
     def indptr(self):
+        """Row offsets: row i holds entries indptr[i]:indptr[i + 1]
+        (block rows for BSR)."""
         return self._indptr
 
     @property
@@ -341,10 +344,12 @@ class CSRMatrix(_SparseOperator):
 
     @property
     def data(self):
+        """The stored values, one per entry."""
         return self._data
 
     @property
     def dtype(self):
+        """float32 or float64: the values' dtype, which the products compute in."""
         return self._data.dtype
 
     @property
@@ -494,6 +499,7 @@ class BSRMatrix(_SparseOperator):
 
     @property
     def data(self):
+        """The stored blocks, shape (n_blocks, r, c)."""
         return self._data
 
     @property
@@ -503,6 +509,7 @@ class BSRMatrix(_SparseOperator):
 
     @property
     def dtype(self):
+        """float32 or float64: the blocks' dtype, which the products compute in."""
         return self._data.dtype
 
     @property
@@ -631,14 +638,18 @@ class QuantizedCSR(_SparseOperator):
 
     @property
     def values(self):
+        """The int8 quantised values q, one per stored entry."""
         return self._values
 
     @property
     def scales(self):
+        """One float32 scale per row: entry (i, j) is scales[i] * q."""
         return self._scales
 
     @property
     def bits(self):
+        """The quantisation's bits (2..8): values lie in [-qmax, qmax],
+        qmax = 2**(bits - 1) - 1."""
         return self._bits
 
     @property

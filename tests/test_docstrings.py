@@ -27,33 +27,7 @@ MODULES = (
 # Public methods and properties without a docstring, in modules whose owners
 # have yet to write them; an entry that gains one fails the test until it is
 # struck off, a new one without fails it too.
-UNDOCUMENTED = {
-    "kernels.sparse._SparseOperator.indices",
-    "kernels.sparse._SparseOperator.indptr",
-    "kernels.sparse.CSRMatrix.data",
-    "kernels.sparse.CSRMatrix.dtype",
-    "kernels.sparse.BSRMatrix.data",
-    "kernels.sparse.BSRMatrix.dtype",
-    "kernels.sparse.QuantizedCSR.values",
-    "kernels.sparse.QuantizedCSR.scales",
-    "kernels.sparse.QuantizedCSR.bits",
-    "kernels.nn.SparseLinear.weight",
-    "kernels.nn.SparseLinear.bias",
-    "kernels.nn.SparseLinear.activation",
-    "kernels.nn.SparseLinear.in_features",
-    "kernels.nn.SparseLinear.out_features",
-    "kernels.nn.SparseLinear.density",
-    "kernels.nn.SparseMLP.layers",
-    "kernels.nn.SparseMLP.classes",
-    "kernels.nn.SparseMLP.in_features",
-    "kernels.nn.SparseMLP.out_features",
-    "kernels.nn.SparseMLP.dtype",
-    "kernels.nn.SparseMLP.nnz",
-    "kernels.compress.Dataset.n_features",
-    "kernels.compress.Dataset.n_classes",
-    "kernels.compress.CompressionResult.compression_ratio",
-    "kernels.compress.CompressionResult.as_dict",
-}
+UNDOCUMENTED = set()
 
 
 def _help(obj):
