@@ -146,7 +146,9 @@ sources = templates + [
     source for source in glob("pyx/*.pyx") if f"{source}.tp" not in templates
 ]
 extensions = [
-    Extension(f"kernels._cy.{Path(source).name.split('.')[0]}", [source])
+    Extension(
+        f"kernels._cy.{Path(source).name.split('.')[0]}", [source], include_dirs=["pyx"]
+    )
     for source in sorted(sources)
 ]
 

@@ -33,7 +33,7 @@ _PACKAGES = {
     "numba": "kernels._numba",
     "numpy": "kernels._reference",
 }
-FAMILIES = ("prox", "sparse", "update", "solvers")
+FAMILIES = ("prox", "sparse", "packed", "update", "solvers")
 
 _modules = {}
 _unavailable = {}

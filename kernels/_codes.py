@@ -36,3 +36,17 @@ ACTIVATION_TANH = 2
 ACTIVATION_SIGMOID = 3  # 0.5 * tanh(v / 2) + 0.5, which never overflows
 # The activations' names, by code: ACTIVATION_NAMES[ACTIVATION_RELU] == "relu".
 ACTIVATION_NAMES = ("identity", "relu", "tanh", "sigmoid")
+
+# Layouts of a deployment matrix (kernels.packed.PackedMatrix) and of a layer
+# of the model file (docs/model-file.md).
+LAYOUT_DENSE = 0  # every slot of the row, row-major
+LAYOUT_CSR = 1  # absolute column indices of 1, 2 or 4 bytes
+LAYOUT_DELTA = 2  # relative column indices (gaps) of 4 or 8 bits, with fillers
+LAYOUT_BITMASK = 3  # one bit per slot of the row, then the stored values
+
+# How a deployment matrix stores its values (int: times the row's scale).
+VALUES_FLOAT32 = 0
+VALUES_FLOAT16 = 1  # IEEE binary16
+VALUES_INT8 = 2
+VALUES_INT4 = 3  # two per byte, the first in the low nibble
+VALUES_INT2 = 4  # four per byte, the first in the lowest two bits

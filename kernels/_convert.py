@@ -6,7 +6,8 @@ arguments."""
 import numpy as np
 
 from kernels import _checks
-from kernels.nn import FORMATS, SparseLinear
+from kernels.nn import FORMATS, PACKED_FORMATS, SparseLinear
+from kernels.packed import PackedMatrix
 from kernels.sparse import BSRMatrix, CSRMatrix, QuantizedCSR
 
 _SKLEARN_ACTIVATIONS = {
@@ -28,6 +29,7 @@ def dense_layers(
     blocksize,
     bits,
     dtype,
+    codec=None,
 ):
     """The ``SparseLinear`` layers of ``SparseMLP.from_dense``."""
     weights = list(weights)
@@ -43,15 +45,22 @@ def dense_layers(
             f"biases must be None or hold one entry per layer ({n}), got {len(biases)}"
         )
     fmts = _per_layer(fmt, n, "fmt")
+    codecs = _per_layer(codec, n, "codec")
+    choices = FORMATS + PACKED_FORMATS
     for i, f in enumerate(fmts):
-        if f not in FORMATS:
+        if f not in choices:
             raise ValueError(
-                f"fmt must be one of {', '.join(map(repr, FORMATS))}, got "
+                f"fmt must be one of {', '.join(map(repr, choices))}, got "
                 f"{f!r} for layer {i}"
             )
+    packed = [
+        f in PACKED_FORMATS or c is not None for f, c in zip(fmts, codecs, strict=True)
+    ]
     if dtype is not None:
         dtype = _checks.float_dtype(dtype, "dtype")
-    elif "int8" in fmts:
+        if dtype != np.float32 and any(packed):
+            raise ValueError(f"the deployment formats compute in float32, not {dtype}")
+    elif "int8" in fmts or any(packed):
         dtype = np.dtype(np.float32)
     else:
         dtype = np.result_type(*weights)
@@ -63,12 +72,19 @@ def dense_layers(
         fmts,
         _per_layer(blocksize, n, "blocksize", pair=True),
         _per_layer(bits, n, "bits"),
+        codecs,
+        packed,
         strict=True,
     )
     layers = []
-    for i, (W, bias, t, d, f, bs, b) in enumerate(options):
+    for i, (W, bias, t, d, f, bs, b, c, p) in enumerate(options):
         try:
-            weight = _sparse_weight(W, t, d, f, bs, b, dtype)
+            if p:
+                weight = _packed_weight(W, t, d, f, b, c)
+                if bias is not None and weight.codec != "float32":
+                    bias = _half_rounded(bias)
+            else:
+                weight = _sparse_weight(W, t, d, f, bs, b, dtype)
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"layer {i}: {exc}") from exc
         act = output_activation if i == n - 1 else activation
@@ -138,5 +154,26 @@ def _sparse_weight(W, threshold, density, fmt, blocksize, bits, dtype):
     if fmt == "bsr":
         return BSRMatrix.from_csr(csr, blocksize)
     if fmt == "int8":
-        return QuantizedCSR.from_csr(csr, bits=bits)
+        return QuantizedCSR.from_csr(csr, bits=8 if bits is None else bits)
     return csr
+
+
+def _packed_weight(W, threshold, density, fmt, bits, codec):
+    if codec is None:
+        codec = "float32" if bits is None else "int"
+    return PackedMatrix.from_dense(
+        W,
+        layout=fmt,
+        codec=codec,
+        bits=bits,
+        threshold=0.0 if threshold is None else threshold,
+        density=density,
+    )
+
+
+def _half_rounded(bias):
+    """The bias rounded to the nearest float16 values, as float32."""
+    bias = _checks.as_float_array(bias, "bias", np.float32)
+    with np.errstate(over="ignore"):
+        half = bias.astype(np.float16).astype(np.float32)
+    return half if np.isfinite(half).all() else bias

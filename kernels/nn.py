@@ -51,6 +51,7 @@ import numpy as np
 from kernels import _checks
 from kernels._backend import get_backend, kernels_for, resolve
 from kernels._codes import ACTIVATION_NAMES
+from kernels.packed import PackedMatrix, float_width
 from kernels.sparse import (
     PARALLEL_MIN_WORK,
     BSRMatrix,
@@ -62,14 +63,23 @@ from kernels.sparse import (
 __all__ = ["SparseLinear", "SparseMLP"]
 
 ACTIVATIONS = ACTIVATION_NAMES  # by code: ACTIVATIONS[code] is its name
-FORMATS = ("csr", "bsr", "int8")
+FORMATS = ("csr", "bsr", "int8")  # the matrix classes of kernels.sparse
+# from_dense's fmt values that build a PackedMatrix: "auto" (the smallest)
+# and its layouts ("csr" too, when a codec is given)
+PACKED_FORMATS = ("auto", "dense", "bitmask", "delta4", "delta8")
 CACHED_BATCH_SIZES = 4
 
-_FORMAT_OF = {CSRMatrix: "csr", BSRMatrix: "bsr", QuantizedCSR: "int8"}
+_FORMAT_OF = {
+    CSRMatrix: "csr",
+    BSRMatrix: "bsr",
+    QuantizedCSR: "int8",
+    PackedMatrix: "packed",
+}
 _LAYER_KERNEL = {
     CSRMatrix: "csr_layer",
     BSRMatrix: "bsr_layer",
     QuantizedCSR: "qcsr_layer",
+    PackedMatrix: "packed_layer",
 }
 
 
@@ -98,16 +108,24 @@ class SparseLinear:
     ``activation`` is "relu", "tanh", "sigmoid" or "identity".
     """
 
-    __slots__ = ("_weight", "_bias", "_activation", "_kernel", "_kernel_args", "_code")
+    __slots__ = (
+        "_weight",
+        "_bias",
+        "_activation",
+        "_kernel",
+        "_kernel_args",
+        "_code",
+        "_family",
+    )
 
     def __init__(self, weight, bias=None, activation="identity"):
         if type(weight) not in _FORMAT_OF:
             raise TypeError(
-                "weight must be a CSRMatrix, BSRMatrix or QuantizedCSR, got "
-                f"{type(weight).__name__} (SparseMLP.from_dense builds layers "
-                "from dense arrays)"
+                "weight must be a CSRMatrix, BSRMatrix, QuantizedCSR or "
+                f"PackedMatrix, got {type(weight).__name__} (SparseMLP.from_dense "
+                "builds layers from dense arrays)"
             )
-        if isinstance(weight, QuantizedCSR):
+        if isinstance(weight, (QuantizedCSR, PackedMatrix)):
             _checks.require_finite(weight.scales, "weight.scales")
         else:
             _checks.require_finite(weight.data, "weight.data")
@@ -126,6 +144,7 @@ class SparseLinear:
         # what the layer kernel takes: the weight's arrays and a bias (zeros
         # when there is none), and the activation's code
         self._kernel = _LAYER_KERNEL[type(weight)]
+        self._family = weight._family
         full_bias = np.zeros(weight.shape[0], weight.dtype) if bias is None else bias
         self._kernel_args = (*weight._arrays, full_bias)
         self._code = ACTIVATIONS.index(self._activation)
@@ -162,8 +181,25 @@ class SparseLinear:
 
     @property
     def format(self):
-        """The weight's format: "csr", "bsr" or "int8"."""
+        """The weight's format: "csr", "bsr", "int8" or "packed"."""
         return _FORMAT_OF[type(self._weight)]
+
+    @property
+    def storage(self):
+        """How the weight is stored, for reports: "csr float32", "bsr
+        float64", "csr int8", or a PackedMatrix's layout and codec, such as
+        "bitmask int4"."""
+        W = self._weight
+        if isinstance(W, PackedMatrix):
+            bits = (
+                f" ({W.bits} bits)"
+                if W.bits and W.bits < 8 and (f"int{W.bits}" != W.codec)
+                else ""
+            )
+            return f"{W.layout} {W.codec}{bits}"
+        if isinstance(W, QuantizedCSR):
+            return f"csr int8 ({W.bits} bits)" if W.bits < 8 else "csr int8"
+        return f"{self.format} {W.dtype}"
 
     @property
     def nnz(self):
@@ -176,9 +212,30 @@ class SparseLinear:
         return self._weight.density
 
     @property
+    def stored_weights(self):
+        """Non-zero weights stored (no explicit zeros, no fillers)."""
+        W = self._weight
+        if isinstance(W, PackedMatrix):
+            return W.stored_weights
+        return int(
+            np.count_nonzero(W.values if isinstance(W, QuantizedCSR) else W.data)
+        )
+
+    @property
+    def value_bits(self):
+        """Bits of the stored values (every stored entry, at its width)."""
+        W = self._weight
+        if isinstance(W, PackedMatrix):
+            return W.value_bits
+        stored = W.values if isinstance(W, QuantizedCSR) else W.data
+        return stored.size * stored.itemsize * 8
+
+    @property
     def nbytes(self):
-        """Bytes of the weight (values, indices, pointers, scales) + bias."""
-        bias = 0 if self._bias is None else self._bias.nbytes
+        """Bytes of the weight (values, indices, pointers, scales) + bias,
+        as the model file stores them (a bias of exact float16 values in 2
+        bytes each)."""
+        bias = 0 if self._bias is None else float_width(self._bias) * self._bias.size
         return self._weight.nbytes + bias
 
     def __repr__(self):
@@ -188,6 +245,15 @@ class SparseLinear:
             f"nnz={self.nnz}, bias={self._bias is not None}, "
             f"activation={self._activation!r})"
         )
+
+
+def size_ratios(sizes):
+    """The three ratios of ``SparseMLP.sizes`` as one line of text."""
+    return (
+        f"{sizes['parameter_ratio']:.1f}x fewer parameters, "
+        f"{sizes['bit_ratio']:.1f}x fewer value bits, "
+        f"{sizes['byte_ratio']:.1f}x fewer bytes"
+    )
 
 
 def _class_labels(classes, n_outputs):
@@ -279,7 +345,9 @@ class SparseMLP:
     attributes and overridable per call.
     """
 
-    def __init__(self, layers, classes=None, backend=None, threads=None):
+    def __init__(
+        self, layers, classes=None, backend=None, threads=None, dense_size=None
+    ):
         try:
             layers = tuple(layers)
         except TypeError:
@@ -312,6 +380,7 @@ class SparseMLP:
         )
         self.backend = backend
         self.threads = threads
+        self.dense_size = dense_size
         self._nnz = sum(layer.nnz for layer in layers)
         self._in_features = layers[0].in_features
         self._dtype = layers[0].dtype
@@ -330,6 +399,36 @@ class SparseMLP:
             np.arange(max(self.out_features, 2), dtype=np.intp)
             if self._classes is None
             else self._classes
+        )
+
+    @property
+    def dense_size(self):
+        """(weights, biases) of the dense network this model was compressed
+        from, which the size ratios are counted against (``sizes``); by
+        default the dense network of this model's own shapes.  Stored in
+        the model file, so that a board can report the ratios."""
+        return self._dense_size
+
+    @dense_size.setter
+    def dense_size(self, value):
+        if value is None:
+            value = (
+                sum(layer.in_features * layer.out_features for layer in self._layers),
+                sum(
+                    layer.out_features
+                    for layer in self._layers
+                    if layer.bias is not None
+                ),
+            )
+        try:
+            weights, biases = value
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"dense_size must be a pair (weights, biases), got {value!r}"
+            ) from None
+        self._dense_size = (
+            _checks.integer(weights, "dense_size weights", minimum=0),
+            _checks.integer(biases, "dense_size biases", minimum=0),
         )
 
     @property
@@ -472,14 +571,13 @@ class SparseMLP:
         else:
             H = buffers[0]
             np.copyto(H, X.T if X.ndim == 2 else X[:, None], casting="unsafe")
-        kernels = kernels_for("sparse", backend)
         n_threads = _n_threads(threads, self._nnz * batch)
         for layer, out in zip(self._layers, buffers[1:], strict=True):
             # out = activation(W @ H + bias): the layer kernel, called
             # directly (H and out are C-contiguous and of the weight's dtype;
             # the per-call checks of kernels.sparse.spmm would cost more than
             # a small layer's product at batch 1)
-            getattr(kernels, layer._kernel)(
+            getattr(kernels_for(layer._family, backend), layer._kernel)(
                 *layer._kernel_args, H, layer._code, out, n_threads
             )
             H = out
@@ -555,11 +653,12 @@ class SparseMLP:
         density=None,
         fmt="csr",
         blocksize=(4, 4),
-        bits=8,
+        bits=None,
         classes=None,
         dtype=None,
         backend=None,
         threads=None,
+        codec=None,
     ):
         """A model from dense weights, pruned and converted layer by layer.
 
@@ -573,14 +672,23 @@ class SparseMLP:
         ``round(density * size)`` weights of largest magnitude.  ``fmt``:
         "csr", "bsr" (the pruned CSR in (r, c) blocks of ``blocksize``,
         which must divide the layer's shape) or "int8" (the pruned CSR
-        quantised on ``bits`` bits, ``QuantizedCSR.from_csr``).
-        ``threshold``, ``density``, ``fmt``, ``blocksize`` and ``bits`` are
-        each one value for every layer or a list of one per layer.
+        quantised on ``bits`` bits, default 8, ``QuantizedCSR.from_csr``):
+        the matrix classes of ``kernels.sparse``.  The deployment formats
+        (``kernels.packed.PackedMatrix``, float32 compute): "auto" (per
+        layer, the layout of fewest bytes), "dense", "bitmask", "delta4",
+        "delta8", or "csr" with a ``codec``; ``codec`` "float32",
+        "float16", "int8", "int4", "int2", or None: integers on ``bits``
+        bits when ``bits`` is given, else float32.  Their biases are
+        rounded to float16 when the values are float16 or integers (the
+        model file then stores them in 2 bytes; the values already carry a
+        larger error).  ``threshold``, ``density``, ``fmt``, ``blocksize``,
+        ``bits`` and ``codec`` are each one value for every layer or a list
+        of one per layer.
 
         ``dtype`` (float32 or float64) of the weights and biases; None:
-        float32 if a layer is int8 (which computes in float32), else the
-        weights' common dtype.  ``classes``, ``backend`` and ``threads`` as
-        for ``SparseMLP``.
+        float32 if a layer is int8 or a deployment format (which compute in
+        float32), else the weights' common dtype.  ``classes``, ``backend``
+        and ``threads`` as for ``SparseMLP``.
         """
         from kernels import _convert
 
@@ -595,6 +703,7 @@ class SparseMLP:
             blocksize,
             bits,
             dtype,
+            codec,
         )
         return cls(layers, classes=classes, backend=backend, threads=threads)
 
@@ -644,69 +753,114 @@ class SparseMLP:
     # Files ---------------------------------------------------------------
 
     def save(self, path):
-        """Write the model to ``path`` (a path or a writable binary file) as
-        one uncompressed .npz archive of plain arrays: no pickle, and no
-        ".npz" appended to the name.
+        """Write the model file (docs/model-file.md) to ``path``, a path or a
+        writable binary file: one buffer of a 32-byte header, a 16-byte
+        entry per layer, the class labels and each layer's arrays, with a
+        CRC32 over the whole; no pickle, and no suffix added to the name."""
+        data = self.to_bytes()
+        if hasattr(path, "write"):
+            path.write(data)
+        else:
+            with open(path, "wb") as file:
+                file.write(data)
 
-        Keys (integers are int64, strings 0-d unicode arrays):
-        ``format_version`` (1), ``n_layers``, ``classes`` (the labels, or
-        an empty array when there are none) and, per layer i,
-        ``layer{i}_kind`` ("csr", "bsr" or "int8"), ``layer{i}_shape``
-        (out_features, in_features), ``layer{i}_data`` (the float values,
-        the (n_blocks, r, c) BSR blocks, or the int8 values),
-        ``layer{i}_indices``, ``layer{i}_indptr``, ``layer{i}_blocksize``
-        (bsr only), ``layer{i}_scales`` and ``layer{i}_bits`` (int8 only),
-        ``layer{i}_bias`` (an empty array when there is none) and
-        ``layer{i}_activation``.  Every key is always written, so that a
-        removed key is detected rather than read as "no bias" or "no
-        labels".
-        """
+    def to_bytes(self):
+        """The model file as bytes (what ``save`` writes)."""
         from kernels import _model_file
 
-        _model_file.write(self, path)
+        return _model_file.to_bytes(self)
 
     @classmethod
     def load(cls, path, backend=None, threads=None):
-        """A model saved by ``save``, from a path or a readable, seekable
-        binary file, validated as any input: a file that is not a zip
-        archive, is truncated or corrupt (every member's CRC is checked),
-        holds pickled or unexpected data, lacks a key, has a key of the wrong
-        dtype or shape, an unsupported ``format_version``, an invalid sparse
-        structure (the full O(nnz) check), non-finite weights, layers that do
-        not chain, an unknown activation or a bias of the wrong length is a
-        ValueError naming the file.  A path that cannot be opened raises
-        the usual OSError.  Needs neither scipy nor numba.
+        """A model saved by ``save`` (or an .npz file of format_version 1,
+        written before), from a path or a readable binary file, validated
+        as any untrusted input: a bad magic, version or CRC32, a size that
+        does not match the file, an array running past its end, an unknown
+        code, an invalid sparse structure (the full O(stored entries)
+        check), non-finite or out-of-range values, layers that do not chain
+        or a layer larger than the file can describe is a ValueError naming
+        the file; nothing is allocated from a size before it is checked
+        against the file's length.  The weight arrays are views of the
+        memory-mapped file (no copy).  A path that is not a regular file (a
+        directory, a FIFO) is a ValueError, one that cannot be opened the
+        usual OSError.  Needs neither scipy nor numba.
         """
         from kernels import _model_file
 
-        def build(layers, classes):
-            return cls(layers, classes=classes, backend=backend, threads=threads)
+        def build(layers, classes, dense_size):
+            return cls(
+                layers,
+                classes=classes,
+                backend=backend,
+                threads=threads,
+                dense_size=dense_size,
+            )
 
         return _model_file.read(path, build)
 
     # Reports -------------------------------------------------------------
 
+    def sizes(self):
+        """The one size accounting (ALGORITHMS.md section 3), against the
+        original dense network (``dense_size``), as a dict:
+
+        * ``dense_weights``, ``dense_biases``, ``dense_bytes`` (float32);
+        * ``stored_weights``: non-zero weights stored; ``parameter_ratio``
+          = dense weights / stored weights (as Sparse VD and the source
+          count);
+        * ``value_bits``: bits of the stored values; ``bit_ratio`` = dense
+          bits (32 per weight) / value bits (as the source's scripts count:
+          no index cost);
+        * ``file_bytes``: the model file's bytes, all-in; ``byte_ratio`` =
+          dense float32 bytes / file bytes (the honest one).
+        """
+        weights, biases = self._dense_size
+        stored = sum(layer.stored_weights for layer in self._layers)
+        bits = sum(layer.value_bits for layer in self._layers)
+        file_bytes = len(self.to_bytes())
+        dense_bytes = 4 * (weights + biases)
+        return {
+            "dense_weights": weights,
+            "dense_biases": biases,
+            "dense_bytes": dense_bytes,
+            "stored_weights": stored,
+            "value_bits": bits,
+            "file_bytes": file_bytes,
+            "parameter_ratio": weights / stored if stored else float("inf"),
+            "bit_ratio": 32 * weights / bits if bits else float("inf"),
+            "byte_ratio": dense_bytes / file_bytes,
+        }
+
     def summary(self):
-        """A table of the layers (shape as out x in, format, stored weights,
-        density, bytes, activation) and a total line comparing the model's
-        bytes with the dense float32 model's (weights and biases)."""
-        rows = [("layer", "shape", "format", "nnz", "density", "bytes", "activation")]
-        dense = 0
+        """A table of the layers (shape as out x in, storage, stored
+        weights, density, bytes of arrays, activation) and the three size
+        ratios of ``sizes`` against the original dense network."""
+        rows = [("layer", "shape", "storage", "nnz", "density", "bytes", "activation")]
         for i, layer in enumerate(self._layers):
             m, n = layer.weight.shape
-            dense += 4 * (m * n + (m if layer.bias is not None else 0))
             rows.append(
                 (
                     str(i),
                     f"{m} x {n}",
-                    layer.format,
-                    f"{layer.nnz:,}",
+                    layer.storage,
+                    f"{layer.stored_weights:,}",
                     f"{100 * layer.density:.2f}%",
                     f"{layer.nbytes:,}",
                     layer.activation,
                 )
             )
-        rows.append(("total", "", "", f"{self.nnz:,}", "", f"{self.nbytes:,}", ""))
+        sizes = self.sizes()
+        rows.append(
+            (
+                "total",
+                "",
+                "",
+                f"{sizes['stored_weights']:,}",
+                "",
+                f"{self.nbytes:,}",
+                "",
+            )
+        )
         widths = [max(len(row[j]) for row in rows) for j in range(len(rows[0]))]
         right = (False, False, False, True, True, True, False)
         lines = [
@@ -716,12 +870,11 @@ class SparseMLP:
             ).rstrip()
             for row in rows
         ]
-        ratio = dense / self.nbytes
-        sizes = self._sizes()
-        header = f"SparseMLP {sizes}, {self.dtype}"
+        header = f"SparseMLP {self._sizes()}, {self.dtype}"
         footer = (
-            f"dense float32: {dense:,} bytes; this model: {self.nbytes:,} bytes; "
-            f"compression {ratio:.2f}x"
+            f"model file: {sizes['file_bytes']:,} bytes; against the dense "
+            f"float32 network ({sizes['dense_weights']:,} weights, "
+            f"{sizes['dense_bytes']:,} bytes): {size_ratios(sizes)}"
         )
         return "\n".join([header, *lines, footer])
 

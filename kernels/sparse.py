@@ -170,6 +170,7 @@ class _SparseOperator:
     # buffers, and both are caches).
     __slots__ = ("_shape", "_plans_cache", "_plan_memo")
     _plan_format = None  # "csr" / "int8": the formats a MatvecPlan takes
+    _family = "sparse"  # the kernel family of the products
     _CACHES = ("_plans_cache", "_plan_memo")
 
     def __getstate__(self):
@@ -694,9 +695,9 @@ def _operator(A):
             return BSRMatrix.from_scipy(A)
         return CSRMatrix.from_scipy(A)
     raise TypeError(
-        "A must be a CSRMatrix, BSRMatrix, QuantizedCSR or scipy.sparse matrix, "
-        f"got {type(A).__name__} (a dense array can be converted with "
-        "CSRMatrix.from_dense)"
+        "A must be a CSRMatrix, BSRMatrix, QuantizedCSR, PackedMatrix or a "
+        f"scipy.sparse matrix, got {type(A).__name__} (a dense array can be "
+        "converted with CSRMatrix.from_dense)"
     )
 
 
@@ -828,7 +829,7 @@ def spmv(A, x, out=None, alpha=1.0, beta=0.0, threads=None, backend=None):
     x = _vector(x, n, dtype, "x")
     alpha, beta = _coefficients(alpha, beta, out)
     y = _output_vector(out, m, dtype, x, beta != 0)
-    kernel = getattr(kernels_for("sparse", backend), A._kernels[0])
+    kernel = getattr(kernels_for(A._family, backend), A._kernels[0])
     arrays = A._arrays
     kernel(*arrays, x, alpha, beta, y, _n_threads(threads, arrays[0].size))
     return _checks.deliver(out, y)
@@ -849,7 +850,9 @@ def spmv_t(A, x, out=None, alpha=1.0, beta=0.0, threads=None, backend=None):
     if threads is not None:
         _checks.integer(threads, "threads", minimum=1)
     y = _output_vector(out, n, dtype, x, beta != 0)
-    kernel = getattr(kernels_for("sparse", backend), A._kernels[1])
+    if A._kernels[1] is None:
+        raise TypeError(f"spmv_t does not take a {type(A).__name__}")
+    kernel = getattr(kernels_for(A._family, backend), A._kernels[1])
     kernel(*A._arrays, x, alpha, beta, y)
     return _checks.deliver(out, y)
 
@@ -895,7 +898,7 @@ def spmm(
         _checks.check_output(out, (k, m), A.dtype)
         out_features = out.T
     Y = _checks.output_array(out_features, (m, k), A.dtype, (features,), read=beta != 0)
-    kernel = getattr(kernels_for("sparse", backend), A._kernels[2])
+    kernel = getattr(kernels_for(A._family, backend), A._kernels[2])
     kernel(*A._arrays, features, alpha, beta, Y, _n_threads(threads, A.nnz * k))
     result = _checks.deliver(out_features, Y)
     if layout == "batch":

@@ -26,6 +26,7 @@ from numba.extending import intrinsic
 from kernels._checks import plan_matvec_output, sample_vector
 from kernels._codes import ACTIVATION_IDENTITY as _IDENTITY
 from kernels._numba._jit import kernel
+from kernels._numba.packed import _matvec as _packed_matvec
 from kernels._numba.sparse import (
     _bias_activation,
     _bsr_matvec_rows,
@@ -65,11 +66,17 @@ def _pointer(typingctx, address):
     _SCALES,
     _BIAS,
     _HAS_BIAS,
+    _META,  # a packed layer's meta array (address) and array sizes
+    _STRUCTURE_SIZE,
+    _INDPTR_SIZE,
+    _SCALES_SIZE,
+    _VALUE_KIND,  # a packed layer's values: 0 float32, 1 uint16, 2 uint8
     _WIDTH,
-) = range(16)
+) = range(21)
 
-_CSR, _BSR, _QUANTISED = 0, 1, 2
-_FORMATS = {"csr": _CSR, "bsr": _BSR, "int8": _QUANTISED}
+_CSR, _BSR, _QUANTISED, _PACKED = 0, 1, 2, 3
+_FORMATS = {"csr": _CSR, "bsr": _BSR, "int8": _QUANTISED, "packed": _PACKED}
+_VALUE_KINDS = {np.dtype(np.float32): 0, np.dtype(np.uint16): 1, np.dtype(np.uint8): 2}
 _INDEX_CODES = {
     np.dtype(np.int32): 0,
     np.dtype(np.int64): 1,
@@ -88,11 +95,23 @@ def _table_row(fmt, shape, arrays, activation):
     row = np.zeros(_WIDTH + 1, dtype=np.int64)
     code = _FORMATS[fmt]
     arrays = tuple(arrays)
-    data, indices, indptr = arrays[:3]
     bias = arrays[-1]
+    if code == _PACKED:
+        meta, values, structure, indptr, scales = arrays[:5]
+        row[_META] = _address(meta)
+        row[_VALUE_KIND] = _VALUE_KINDS[values.dtype]
+        row[_STRUCTURE_SIZE] = structure.size
+        row[_INDPTR_SIZE] = indptr.size
+        row[_SCALES_SIZE] = scales.size
+        data, indices = values, structure
+        row[_SCALES] = _address(scales)
+        row[_POINTER] = 0
+    else:
+        data, indices, indptr = arrays[:3]
     row[_FORMAT] = code
     row[_INDEX] = _INDEX_CODES[indices.dtype]
-    row[_POINTER] = _INDEX_CODES[indptr.dtype]
+    if code != _PACKED:
+        row[_POINTER] = _INDEX_CODES[indptr.dtype]
     row[_M], row[_N] = shape
     row[_R], row[_C] = data.shape[1:] if code == _BSR else (1, 1)
     row[_ACTIVATION] = activation
@@ -138,11 +157,47 @@ def _quantised_layer(row, indices, indptr, x, y):
     _qcsr_matvec_rows(values, indices, indptr, scales, x, 1.0, 0.0, y, 0, row[_M])
 
 
+@kernel(inline="always")
+def _packed_values(row, values, x, y):
+    """y = W x for a packed layer whose values are given: its structure
+    by its dtype kind, then the deployment kernels' loops."""
+    meta = _view(row[_META], 8, np.int64)
+    indptr = _view(row[_INDPTR], row[_INDPTR_SIZE], np.int32)
+    scales = _view(row[_SCALES], row[_SCALES_SIZE], np.float32)
+    size = row[_STRUCTURE_SIZE]
+    if row[_INDEX] == 2:
+        structure = _view(row[_INDICES], size, np.uint8)
+        _packed_matvec(meta, values, structure, indptr, scales, x, 1.0, 0.0, y)
+    elif row[_INDEX] == 3:
+        structure = _view(row[_INDICES], size, np.uint16)
+        _packed_matvec(meta, values, structure, indptr, scales, x, 1.0, 0.0, y)
+    else:
+        structure = _view(row[_INDICES], size, np.int32)
+        _packed_matvec(meta, values, structure, indptr, scales, x, 1.0, 0.0, y)
+
+
+@kernel(inline="always")
+def _packed_layer(row, x, y):
+    kind, size = row[_VALUE_KIND], row[_NNZ]
+    if kind == 0:
+        _packed_values(row, _view(row[_DATA], size, np.float32), x, y)
+    elif kind == 1:
+        _packed_values(row, _view(row[_DATA], size, np.uint16), x, y)
+    else:
+        _packed_values(row, _view(row[_DATA], size, np.uint8), x, y)
+
+
 @kernel
 def _layer(row, x, y):
     """y = activation(W x + bias) for the layer of table row ``row``: the row
     loops and epilogue of this backend's layer kernels at batch 1."""
     m = row[_M]
+    if row[_FORMAT] == _PACKED:
+        _packed_layer(row, x, y)
+        if row[_HAS_BIAS]:
+            bias = _view(row[_BIAS], m, x.dtype)
+            _bias_activation(y.reshape((m, 1)), bias, row[_ACTIVATION])
+        return
     index, pointer = row[_INDEX], row[_POINTER]
     rows = m // row[_R] + 1
     nnz = row[_NNZ]
@@ -241,7 +296,7 @@ class MLPPlan:
         table[:, _WIDTH] = max(1, int(table[:, _M].max()))
         self._table = table
         fmt, _, arrays, _ = layers[0]
-        self._dtype = np.dtype(np.float32 if fmt == "int8" else arrays[0].dtype)
+        self._dtype = np.dtype(arrays[0].dtype if fmt in ("csr", "bsr") else np.float32)
         self._n_in = int(table[0, _N])
         self._m_out = int(table[-1, _M])
 

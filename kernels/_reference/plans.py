@@ -36,10 +36,11 @@ None (with beta == 0) or a writable C-contiguous 1-D array of m entries of
 that dtype that does not overlap x.
 
 ``MLPPlan(layers)``: one ``(format, (m, n), arrays, activation)`` per
-layer, format "csr", "bsr" or "int8", ``arrays`` the arguments that
-layer's kernel takes before X (csr_layer's data, indices, indptr, bias;
-bsr_layer's the same with (n_blocks, r, c) data; qcsr_layer's values,
-indices, indptr, scales, bias; a bias of None, with the identity
+layer, format "csr", "bsr", "int8" or "packed", ``arrays`` the arguments
+that layer's kernel takes before X (csr_layer's data, indices, indptr,
+bias; bsr_layer's the same with (n_blocks, r, c) data; qcsr_layer's
+values, indices, indptr, scales, bias; packed_layer's meta, values,
+structure, indptr, scales, bias; a bias of None, with the identity
 activation, is the plain product), activation a code of
 ``kernels._codes``; every layer computes in one dtype and each layer's n
 is the previous layer's m.  ``forward(x)`` returns a new array of the last
@@ -55,6 +56,7 @@ None and classify -1 (also for a network without outputs).
 import numpy as np
 
 from kernels._checks import plan_matvec_output, sample_vector
+from kernels._reference.packed import packed_layer, packed_matmat
 from kernels._reference.sparse import (
     bsr_layer,
     bsr_matmat,
@@ -68,8 +70,18 @@ from kernels._reference.sparse import (
 
 __all__ = ["MatvecPlan", "MLPPlan"]
 
-_LAYERS = {"csr": csr_layer, "bsr": bsr_layer, "int8": qcsr_layer}
-_PRODUCTS = {"csr": csr_matmat, "bsr": bsr_matmat, "int8": qcsr_matmat}
+_LAYERS = {
+    "csr": csr_layer,
+    "bsr": bsr_layer,
+    "int8": qcsr_layer,
+    "packed": packed_layer,
+}
+_PRODUCTS = {
+    "csr": csr_matmat,
+    "bsr": bsr_matmat,
+    "int8": qcsr_matmat,
+    "packed": packed_matmat,
+}
 
 
 class MLPPlan:
@@ -83,7 +95,7 @@ class MLPPlan:
             self._layers.append((fmt, tuple(shape), tuple(weight), bias, activation))
         first_format, _, first_weight = self._layers[0][:3]
         self._dtype = np.dtype(
-            np.float32 if first_format == "int8" else first_weight[0].dtype
+            first_weight[0].dtype if first_format in ("csr", "bsr") else np.float32
         )
         self._n_in = self._layers[0][1][1]
         self._m_out = self._layers[-1][1][0]
