@@ -5,6 +5,12 @@ A Tempita template ``pyx/<name>.pyx.tp`` (Cython.Tempita, as scikit-learn's
 before cythonize.  The rendered file is a build product (.gitignore); the
 template is the extension's source, so an sdist carries the template.
 
+The integer codes of ``kernels/_codes.py`` (the one table of losses,
+penalties, methods, activations...) reach the Cython side through
+``pyx/_codes.pxi``, which build_ext writes from that table before cythonize:
+a build product too, read from the Python source with ``ast`` (the package
+is not imported, so that a cross build needs nothing of the target).
+
 Metadata lives in pyproject.toml; this file only describes the compiled part.
 No NumPy import and no NumPy headers (the Cython code uses typed memoryviews
 only), so a cross build needs no NumPy for the target.
@@ -21,6 +27,7 @@ when set, so a cross compiler is the one tested) compiles and links a small
 OpenMP program; otherwise the build is serial.
 """
 
+import ast
 import os
 import shlex
 import tempfile
@@ -90,9 +97,63 @@ def _render(template):
         f"# Rendered from {Path(template).name} by setup.py: edit the template.\n"
         + Tempita.Template.from_filename(template, encoding="utf-8").substitute()
     )
+    _write_if_changed(target, text)
+    return str(target)
+
+
+CODES_TABLE = Path("kernels/_codes.py")
+CODES_PXI = Path("pyx/_codes.pxi")
+
+
+def _codes(table=CODES_TABLE):
+    """The (name, value) of every ``NAME = <int>`` at the top of the table,
+    in order."""
+    codes = []
+    for node in ast.parse(table.read_text(encoding="utf-8")).body:
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id.isupper()
+            and isinstance(node.value, ast.Constant)
+            and type(node.value.value) is int
+        ):
+            codes.append((node.targets[0].id, node.value.value))
+    if not codes:
+        raise RuntimeError(f"no integer codes found in {table}")
+    return codes
+
+
+def _write_if_changed(target, text):
+    """Write text to target unless it holds it already (so that cythonize
+    skips the modules that depend on an unchanged file)."""
     if not target.exists() or target.read_text(encoding="utf-8") != text:
         target.write_text(text, encoding="utf-8")
-    return str(target)
+
+
+def _write_codes(codes, target=CODES_PXI):
+    """``pyx/_codes.pxi``, included by the .pyx files that dispatch on codes:
+    each code as a C enumerator KERNELS_<NAME> (for the C blocks and
+    headers), declared to Cython as <NAME>, and the table again as the
+    module's ``CODES`` dict of Python ints (compared with kernels._codes by
+    the tests)."""
+    lines = [
+        f"# Written by setup.py from {CODES_TABLE.as_posix()}: edit that table.",
+        "cdef extern from *:",
+        '    """',
+        "    enum {",
+        *(f"        KERNELS_{name} = {value}," for name, value in codes),
+        "    };",
+        '    """',
+        "    enum:",
+        *(f'        {name} "KERNELS_{name}"' for name, _ in codes),
+        "",
+        "CODES = {",
+        *(f'    "{name}": {name},' for name, _ in codes),
+        "}",
+        "",
+    ]
+    _write_if_changed(target, "\n".join(lines))
 
 
 class BuildExt(build_ext):
@@ -122,6 +183,7 @@ class BuildExt(build_ext):
         super().build_extensions()
 
     def run(self):
+        _write_codes(_codes())
         for ext in self.extensions:
             ext.sources = [
                 _render(source) if source.endswith(".pyx.tp") else source

@@ -1,9 +1,11 @@
 """Integer codes the kernels dispatch on (never Python functions).
 
 The one table of every code, shared by the three backends: the NumPy
-reference and the Numba kernels import them from here, and the Cython
-modules define the same numbers in enums that ``tests/test_solvers.py``
-checks against these.
+reference and the Numba kernels import them from here, and setup.py writes
+them for the Cython modules (pyx/_codes.pxi, generated at build time from
+this file, which it reads without importing: every top-level
+``NAME = <int>`` is a code).  ``tests/test_build.py`` checks that the
+compiled modules hold these numbers.
 """
 
 # Losses of a linear model with margins m = x @ W + b (K columns).
@@ -21,6 +23,13 @@ PENALTY_L0 = 3  # l1 * (number of non-zeros of W)
 METHOD_SNAPSHOT = 0  # SVRG family: s = grad f_I(snapshot), mu = its mean
 METHOD_TABLE = 1  # SAGA family: s = the table's last derivatives, mu = their mean
 METHOD_RECURSIVE = 2  # SARAH: v_t = grad f_I(x_t) - grad f_I(x_{t-1}) + v_{t-1}
+
+# The prox a fused update step (kernels.update) applies after its gradient
+# step: z = w - step * v, then out = prox(z).
+PROX_NONE = 0  # out = z
+PROX_SOFT_THRESHOLD = 1  # scale * sign(z) * max(|z| - threshold, 0)
+PROX_HARD_THRESHOLD = 2  # z * (|z| > threshold)
+PROX_CUMULATIVE_L1 = 3  # Tsuruoka et al.'s clipped penalty, with its record
 
 # Activations of the layer kernels and plans: y = activation(W x + b).
 ACTIVATION_IDENTITY = 0

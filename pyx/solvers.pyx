@@ -15,10 +15,10 @@ in closed form, O(1) per catch-up).  ``data`` is float32 or float64 (fused type
 are both int32 or both int64 (fused type ``index_t``); ``samples``,
 ``group_ptr`` and ``last`` are int64; every other array is float64 and
 C-contiguous, and unused ones may be empty (shape (0,) or (0, K)).  The
-loss, penalty and method codes are those of ``kernels._codes`` (a C enum
-here, also exported as module-level ints of the same names).  Each kernel
-takes its arrays as typed memoryviews, then runs serially without the GIL
-on raw pointers.
+loss, penalty and method codes are those of ``kernels._codes`` (C enums
+that setup.py writes from that table into pyx/_codes.pxi; ``CODES`` here).
+Each kernel takes its arrays as typed memoryviews, then runs serially
+without the GIL on raw pointers.
 
 SAGA's usual call (one output, one sample per step, CSR data, no penalty
 or l1) has a path of its own, ``_table_epoch_single``: the same operations
@@ -35,6 +35,8 @@ from cython cimport floating
 from libc.math cimport copysign, exp, expm1, fabs, log, log1p, sqrt
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
+
+include "_codes.pxi"
 
 
 ctypedef fused index_t:
@@ -79,34 +81,6 @@ cdef struct _Coordinate:
     double direction
     double work
     int64_t last
-
-
-cdef enum:
-    LOSS_SQUARED = 0
-    LOSS_LOGISTIC = 1
-    LOSS_MULTINOMIAL = 2
-    PENALTY_NONE = 0
-    PENALTY_L1 = 1
-    PENALTY_GROUP_L1 = 2
-    PENALTY_L0 = 3
-    METHOD_SNAPSHOT = 0
-    METHOD_TABLE = 1
-    METHOD_RECURSIVE = 2
-
-# The same numbers as Python ints, under the same names (compared with
-# kernels._codes by the tests).
-globals().update({
-    "LOSS_SQUARED": <int>LOSS_SQUARED,
-    "LOSS_LOGISTIC": <int>LOSS_LOGISTIC,
-    "LOSS_MULTINOMIAL": <int>LOSS_MULTINOMIAL,
-    "PENALTY_NONE": <int>PENALTY_NONE,
-    "PENALTY_L1": <int>PENALTY_L1,
-    "PENALTY_GROUP_L1": <int>PENALTY_GROUP_L1,
-    "PENALTY_L0": <int>PENALTY_L0,
-    "METHOD_SNAPSHOT": <int>METHOD_SNAPSHOT,
-    "METHOD_TABLE": <int>METHOD_TABLE,
-    "METHOD_RECURSIVE": <int>METHOD_RECURSIVE,
-})
 
 
 # Rows --------------------------------------------------------------------------

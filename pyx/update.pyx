@@ -20,6 +20,8 @@ the development machine, an AMD EPYC) where the AVX2 one is not.
 
 from cython cimport floating
 
+include "_codes.pxi"
+
 
 cdef extern from *:
     r"""
@@ -39,10 +41,6 @@ cdef extern from *:
     #define KERNELS_UPDATE_CLONES
     #endif
 
-    /* The penalty codes of kernels._reference.update. */
-    enum { KERNELS_NO_PENALTY = 0, KERNELS_SOFT_THRESHOLD = 1,
-           KERNELS_HARD_THRESHOLD = 2, KERNELS_CUMULATIVE_L1 = 3 };
-
     /* The per-element prox of each penalty, written as selects of values
        that cannot trap so that GCC vectorises them without -ffast-math
        (NaN and -0.0 come out as in NumPy):
@@ -53,14 +51,14 @@ cdef extern from *:
        The penalty is chosen once per call, so each loop is elementwise. */
     #define KERNELS_UPDATE_PROX_LOOPS(T, FABS, COPYSIGN, Z)                      \
         switch (penalty) {                                                    \
-        case KERNELS_SOFT_THRESHOLD:                                          \
+        case KERNELS_PROX_SOFT_THRESHOLD:                                     \
             for (i = 0; i < n; i++) {                                         \
                 T z = (Z), m = FABS(z) - t;                                   \
                 if (m < 0) m = 0;                                             \
                 out[i] = COPYSIGN(m, z) * scale;                              \
             }                                                                 \
             break;                                                            \
-        case KERNELS_HARD_THRESHOLD:                                          \
+        case KERNELS_PROX_HARD_THRESHOLD:                                     \
             for (i = 0; i < n; i++) {                                         \
                 T z = (Z), a = FABS(z), d = COPYSIGN((T)0, z);                \
                 if (!(a < (T)INFINITY)) d = (T)NAN;                           \
@@ -68,7 +66,7 @@ cdef extern from *:
                 out[i] = d;                                                   \
             }                                                                 \
             break;                                                            \
-        case KERNELS_CUMULATIVE_L1:                                           \
+        case KERNELS_PROX_CUMULATIVE_L1:                                      \
             for (i = 0; i < n; i++) {                                         \
                 T z = (Z), qi = q[i];                                         \
                 T pos = z - (u + qi), neg = z + (u - qi), v = z;              \
@@ -117,7 +115,6 @@ cdef extern from *:
     KERNELS_UPDATE_DEFINE(float, float, fabsf, copysignf)
     KERNELS_UPDATE_DEFINE(double, double, fabs, copysign)
     """
-    int CUMULATIVE_L1 "KERNELS_CUMULATIVE_L1"
     void kernels_sgd_step_float(const float* w, const float* g, float step,
                                 int penalty, float t, float scale, float* q,
                                 float u, float* out, Py_ssize_t n) nogil
@@ -155,7 +152,7 @@ def sgd_step(const floating[::1] w not None, const floating[::1] g not None,
         return
     wp = &w[0]
     op = &out[0]
-    if penalty == CUMULATIVE_L1:
+    if penalty == PROX_CUMULATIVE_L1:
         qp = &received[0]
     with nogil:
         if floating is float:
@@ -187,7 +184,7 @@ def mixed_step(const floating[::1] w not None, const floating[::1] g not None,
         return
     wp = &w[0]
     op = &out[0]
-    if penalty == CUMULATIVE_L1:
+    if penalty == PROX_CUMULATIVE_L1:
         qp = &received[0]
     with nogil:
         if floating is float:
