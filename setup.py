@@ -195,6 +195,7 @@ class BuildExt(build_ext):
             self.extensions,
             compiler_directives=CYTHON_DIRECTIVES,
             build_dir=os.path.join(self.build_temp, "cython"),
+            include_path=["pyx"],
             quiet=True,
         )
         sources = {ext.name: ext.sources for ext in generated}
@@ -207,8 +208,17 @@ templates = glob("pyx/*.pyx.tp")
 sources = templates + [
     source for source in glob("pyx/*.pyx") if f"{source}.tp" not in templates
 ]
+# The C headers and Cython declarations the modules share: on the include
+# paths of the C compiler and of Cython, and dependencies of every module
+# (rebuilt when one changes; an sdist carries them).
+shared = sorted(glob("pyx/*.h") + glob("pyx/*.pxd"))
 extensions = [
-    Extension(f"kernels._cy.{Path(source).name.split('.')[0]}", [source])
+    Extension(
+        f"kernels._cy.{Path(source).name.split('.')[0]}",
+        [source],
+        include_dirs=["pyx"],
+        depends=shared,
+    )
     for source in sorted(sources)
 ]
 

@@ -36,6 +36,8 @@ from libc.math cimport copysign, exp, expm1, fabs, log, log1p, sqrt
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
+from shrink cimport kernels_soft_solver
+
 include "_codes.pxi"
 
 
@@ -51,27 +53,8 @@ cdef extern from *:
     #else
     #define kernels_prefetch(address) ((void)0)
     #endif
-    #if defined(__SSE2__)
-    #include <emmintrin.h>
-    #endif
-    /* The soft threshold as the part of z above t plus the part below -t:
-       max(z - t, 0) + min(z + t, 0), each "a if a > 0 else 0" (0 for NaN).
-       On SSE2, maxsd/minsd compute exactly that without a branch (GCC
-       compiles the plain C to branches, mispredicted when the signs of the
-       coordinates are a coin toss); elsewhere the plain C. */
-    static inline double kernels_soft(double z, double t) {
-    #if defined(__SSE2__)
-        __m128d zero = _mm_setzero_pd();
-        return _mm_cvtsd_f64(_mm_max_sd(_mm_set_sd(z - t), zero))
-            + _mm_cvtsd_f64(_mm_min_sd(_mm_set_sd(z + t), zero));
-    #else
-        double above = z - t, below = z + t;
-        return (above > 0.0 ? above : 0.0) + (below < 0.0 ? below : 0.0);
-    #endif
-    }
     """
     void kernels_prefetch(const void* address) noexcept nogil
-    double kernels_soft(double z, double t) noexcept nogil
 
 
 cdef struct _Coordinate:
@@ -247,8 +230,9 @@ def linear_pass(int loss, const floating[::1] data not None,
 
 cdef inline double _soft(double z, double threshold) noexcept nogil:
     """z - threshold above it, z + threshold below -threshold, else 0 (NaN
-    included), without a branch (kernels_soft above)."""
-    return kernels_soft(z, threshold)
+    included), without a branch: the solvers' soft threshold of
+    pyx/shrink.h (+0.0 where the prox's gives -0.0, as the numba solvers)."""
+    return kernels_soft_solver(z, threshold)
 
 
 cdef void _prox(int penalty, double* coef, Py_ssize_t n_features,
