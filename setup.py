@@ -5,6 +5,12 @@ A Tempita template ``pyx/<name>.pyx.tp`` (Cython.Tempita, as scikit-learn's
 before cythonize.  The rendered file is a build product (.gitignore); the
 template is the extension's source, so an sdist carries the template.
 
+The integer codes of ``kernels/_codes.py`` (the one table of losses,
+penalties, methods, activations...) reach the Cython side through
+``pyx/_codes.pxi`` and ``pyx/_codes.h``, which build_ext writes from that table before cythonize:
+a build product too, read from the Python source with ``ast`` (the package
+is not imported, so that a cross build needs nothing of the target).
+
 Metadata lives in pyproject.toml; this file only describes the compiled part.
 No NumPy import and no NumPy headers (the Cython code uses typed memoryviews
 only), so a cross build needs no NumPy for the target.
@@ -21,6 +27,7 @@ when set, so a cross compiler is the one tested) compiles and links a small
 OpenMP program; otherwise the build is serial.
 """
 
+import ast
 import os
 import shlex
 import tempfile
@@ -90,9 +97,75 @@ def _render(template):
         f"# Rendered from {Path(template).name} by setup.py: edit the template.\n"
         + Tempita.Template.from_filename(template, encoding="utf-8").substitute()
     )
+    _write_if_changed(target, text)
+    return str(target)
+
+
+CODES_TABLE = Path("kernels/_codes.py")
+CODES_PXI = Path("pyx/_codes.pxi")
+CODES_H = Path("pyx/_codes.h")
+
+
+def _codes(table=CODES_TABLE):
+    """The (name, value) of every ``NAME = <int>`` at the top of the table,
+    in order."""
+    codes = []
+    for node in ast.parse(table.read_text(encoding="utf-8")).body:
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id.isupper()
+            and isinstance(node.value, ast.Constant)
+            and type(node.value.value) is int
+        ):
+            codes.append((node.targets[0].id, node.value.value))
+    if not codes:
+        raise RuntimeError(f"no integer codes found in {table}")
+    return codes
+
+
+def _write_if_changed(target, text):
+    """Write text to target unless it holds it already (so that cythonize
+    skips the modules that depend on an unchanged file)."""
     if not target.exists() or target.read_text(encoding="utf-8") != text:
         target.write_text(text, encoding="utf-8")
-    return str(target)
+
+
+def _write_codes(codes, pxi=CODES_PXI, header=CODES_H):
+    """``pyx/_codes.h``, each code as a C enumerator KERNELS_<NAME> (for the
+    C headers), and ``pyx/_codes.pxi``, included by the .pyx files that
+    dispatch on codes: the enumerators declared to Cython as <NAME>, and the
+    table again as the module's ``CODES`` dict of Python ints (compared
+    with kernels._codes by the tests)."""
+    note = f"Written by setup.py from {CODES_TABLE.as_posix()}: edit that table."
+    _write_if_changed(
+        header,
+        "\n".join(
+            [
+                f"/* {note} */",
+                "#ifndef KERNELS_CODES_H",
+                "#define KERNELS_CODES_H",
+                "enum {",
+                *(f"    KERNELS_{name} = {value}," for name, value in codes),
+                "};",
+                "#endif",
+                "",
+            ]
+        ),
+    )
+    lines = [
+        f"# {note}",
+        f'cdef extern from "{header.name}":',
+        "    enum:",
+        *(f'        {name} "KERNELS_{name}"' for name, _ in codes),
+        "",
+        "CODES = {",
+        *(f'    "{name}": {name},' for name, _ in codes),
+        "}",
+        "",
+    ]
+    _write_if_changed(pxi, "\n".join(lines))
 
 
 class BuildExt(build_ext):
@@ -122,6 +195,7 @@ class BuildExt(build_ext):
         super().build_extensions()
 
     def run(self):
+        _write_codes(_codes())
         for ext in self.extensions:
             ext.sources = [
                 _render(source) if source.endswith(".pyx.tp") else source
@@ -133,6 +207,7 @@ class BuildExt(build_ext):
             self.extensions,
             compiler_directives=CYTHON_DIRECTIVES,
             build_dir=os.path.join(self.build_temp, "cython"),
+            include_path=["pyx"],
             quiet=True,
         )
         sources = {ext.name: ext.sources for ext in generated}
@@ -145,9 +220,16 @@ templates = glob("pyx/*.pyx.tp")
 sources = templates + [
     source for source in glob("pyx/*.pyx") if f"{source}.tp" not in templates
 ]
+# The C headers and Cython declarations the modules share: on the include
+# paths of the C compiler and of Cython, and dependencies of every module
+# (rebuilt when one changes; an sdist carries them).
+shared = sorted(glob("pyx/*.h") + glob("pyx/*.pxd"))
 extensions = [
     Extension(
-        f"kernels._cy.{Path(source).name.split('.')[0]}", [source], include_dirs=["pyx"]
+        f"kernels._cy.{Path(source).name.split('.')[0]}",
+        [source],
+        include_dirs=["pyx"],
+        depends=shared,
     )
     for source in sorted(sources)
 ]

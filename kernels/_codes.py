@@ -1,9 +1,11 @@
 """Integer codes the kernels dispatch on (never Python functions).
 
 The one table of every code, shared by the three backends: the NumPy
-reference and the Numba kernels import them from here, and the Cython
-modules define the same numbers in enums that ``tests/test_solvers.py``
-checks against these.
+reference and the Numba kernels import them from here, and setup.py writes
+them for the Cython modules (pyx/_codes.pxi, generated at build time from
+this file, which it reads without importing: every top-level
+``NAME = <int>`` is a code).  ``tests/test_build.py`` checks that the
+compiled modules hold these numbers.
 """
 
 # Losses of a linear model with margins m = x @ W + b (K columns).

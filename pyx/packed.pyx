@@ -15,6 +15,8 @@ from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE,
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
+include "_codes.pxi"  # LAYOUT_*, VALUES_*, ACTIVATION_* of kernels._codes
+
 
 cdef extern from "packed_rows.h":
     ctypedef struct kpk_matrix:

@@ -40,6 +40,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_codes.h"
+
 typedef struct {
     int64_t layout, codec, index, m, n, count;
     const void *values;
@@ -48,8 +50,6 @@ typedef struct {
     const float *scales;
 } kpk_matrix;
 
-enum { KPK_DENSE = 0, KPK_CSR = 1, KPK_DELTA = 2, KPK_BITMASK = 3 };
-enum { KPK_F32 = 0, KPK_F16 = 1, KPK_I8 = 2, KPK_I4 = 3, KPK_I2 = 4 };
 
 /* The float32 value of the binary16 bit pattern h, exactly. */
 static inline float kpk_half(uint16_t h)
@@ -116,7 +116,7 @@ static void kpk_matvec_##SUFFIX(const kpk_matrix *A, const float *x,            
     for (i = 0; i < m; ++i) {                                                    \
         float s0 = 0, s1 = 0, s2 = 0, s3 = 0;                                    \
         double row;                                                              \
-        if (A->layout == KPK_DENSE) {                                            \
+        if (A->layout == KERNELS_LAYOUT_DENSE) {                                            \
             for (j = 0; j + 3 < n; j += 4) {                                     \
                 s0 += GET(v, p + j) * x[j];                                      \
                 s1 += GET(v, p + j + 1) * x[j + 1];                              \
@@ -126,7 +126,7 @@ static void kpk_matvec_##SUFFIX(const kpk_matrix *A, const float *x,            
             for (; j < n; ++j)                                                   \
                 s0 += GET(v, p + j) * x[j];                                      \
             p += n;                                                              \
-        } else if (A->layout == KPK_CSR) {                                       \
+        } else if (A->layout == KERNELS_LAYOUT_CSR) {                                       \
             int64_t q = A->indptr[i], stop = A->indptr[i + 1];                   \
             if (A->index == 1) {                                                 \
                 const uint8_t *c = (const uint8_t *)A->structure;                \
@@ -159,7 +159,7 @@ static void kpk_matvec_##SUFFIX(const kpk_matrix *A, const float *x,            
                 for (; q < stop; ++q)                                            \
                     s0 += GET(v, q) * x[c[q]];                                   \
             }                                                                    \
-        } else if (A->layout == KPK_DELTA) {                                     \
+        } else if (A->layout == KERNELS_LAYOUT_DELTA) {                                     \
             const uint8_t *g = (const uint8_t *)A->structure;                    \
             int64_t q = A->indptr[i], stop = A->indptr[i + 1], col = -1;         \
             for (; q + 1 < stop; q += 2) {                                       \
@@ -209,19 +209,19 @@ static void kpk_matmat_##SUFFIX(const kpk_matrix *A, const float *X,            
         double a = A->scales ? alpha * A->scales[i] : alpha;                     \
         float *out = Y + i * k;                                                  \
         memset(acc, 0, (size_t)k * sizeof *acc);                                 \
-        if (A->layout == KPK_DENSE) {                                            \
+        if (A->layout == KERNELS_LAYOUT_DENSE) {                                            \
             for (j = 0; j < n; ++j) {                                            \
                 const float w = GET(v, p + j), *xj = X + j * k;                  \
                 for (c = 0; c < k; ++c)                                          \
                     acc[c] += w * xj[c];                                         \
             }                                                                    \
             p += n;                                                              \
-        } else if (A->layout == KPK_CSR || A->layout == KPK_DELTA) {             \
+        } else if (A->layout == KERNELS_LAYOUT_CSR || A->layout == KERNELS_LAYOUT_DELTA) {             \
             int64_t q = A->indptr[i], stop = A->indptr[i + 1], col = -1;         \
             for (; q < stop; ++q) {                                              \
                 const float w = GET(v, q);                                       \
                 const float *xj;                                                 \
-                if (A->layout == KPK_DELTA)                                      \
+                if (A->layout == KERNELS_LAYOUT_DELTA)                                      \
                     col += 1 + kpk_gap((const uint8_t *)A->structure,            \
                                        A->index, q);                             \
                 else if (A->index == 1)                                          \
@@ -264,10 +264,10 @@ static void kpk_matvec(const kpk_matrix *A, const float *x, double alpha,
                        double beta, float *y)
 {
     switch (A->codec) {
-    case KPK_F32: kpk_matvec_f32(A, x, alpha, beta, y); break;
-    case KPK_F16: kpk_matvec_f16(A, x, alpha, beta, y); break;
-    case KPK_I8: kpk_matvec_i8(A, x, alpha, beta, y); break;
-    case KPK_I4: kpk_matvec_i4(A, x, alpha, beta, y); break;
+    case KERNELS_VALUES_FLOAT32: kpk_matvec_f32(A, x, alpha, beta, y); break;
+    case KERNELS_VALUES_FLOAT16: kpk_matvec_f16(A, x, alpha, beta, y); break;
+    case KERNELS_VALUES_INT8: kpk_matvec_i8(A, x, alpha, beta, y); break;
+    case KERNELS_VALUES_INT4: kpk_matvec_i4(A, x, alpha, beta, y); break;
     default: kpk_matvec_i2(A, x, alpha, beta, y); break;
     }
 }
@@ -276,10 +276,10 @@ static void kpk_matmat(const kpk_matrix *A, const float *X, int64_t k,
                        float *acc, double alpha, double beta, float *Y)
 {
     switch (A->codec) {
-    case KPK_F32: kpk_matmat_f32(A, X, k, acc, alpha, beta, Y); break;
-    case KPK_F16: kpk_matmat_f16(A, X, k, acc, alpha, beta, Y); break;
-    case KPK_I8: kpk_matmat_i8(A, X, k, acc, alpha, beta, Y); break;
-    case KPK_I4: kpk_matmat_i4(A, X, k, acc, alpha, beta, Y); break;
+    case KERNELS_VALUES_FLOAT32: kpk_matmat_f32(A, X, k, acc, alpha, beta, Y); break;
+    case KERNELS_VALUES_FLOAT16: kpk_matmat_f16(A, X, k, acc, alpha, beta, Y); break;
+    case KERNELS_VALUES_INT8: kpk_matmat_i8(A, X, k, acc, alpha, beta, Y); break;
+    case KERNELS_VALUES_INT4: kpk_matmat_i4(A, X, k, acc, alpha, beta, Y); break;
     default: kpk_matmat_i2(A, X, k, acc, alpha, beta, Y); break;
     }
 }
@@ -292,11 +292,11 @@ static void kpk_epilogue(float *Y, int64_t m, int64_t k, const float *bias,
         float *row = Y + i * k, b = bias[i];
         for (c = 0; c < k; ++c) {
             float v = row[c] + b;
-            if (activation == 1)
+            if (activation == KERNELS_ACTIVATION_RELU)
                 v = v < 0 ? 0.0f : v;
-            else if (activation == 2)
+            else if (activation == KERNELS_ACTIVATION_TANH)
                 v = tanhf(v);
-            else if (activation == 3)
+            else if (activation == KERNELS_ACTIVATION_SIGMOID)
                 v = 0.5f * tanhf(0.5f * v) + 0.5f;
             row[c] = v;
         }

@@ -15,9 +15,11 @@ them without -ffast-math (so NaN and -0.0 come out as in NumPy).
 """
 
 from cython cimport floating
-from libc.math cimport INFINITY, NAN, copysign, copysignf, fabs, fabsf, sqrt
+from libc.math cimport fabs, fabsf, sqrt
 from libc.stdint cimport int64_t
 from libc.stdlib cimport free, malloc
+
+from shrink cimport clipped_l1, hard, soft
 
 
 cdef enum:
@@ -29,34 +31,6 @@ cdef inline floating _abs(floating v) noexcept nogil:
         return fabsf(v)
     else:
         return fabs(v)
-
-
-cdef inline floating _soft(floating v, floating t) noexcept nogil:
-    """copysign(max(|v| - t, 0), v); NaN stays NaN, -0.0 stays -0.0."""
-    cdef floating m = _abs(v) - t
-    if m < 0:
-        m = 0
-    if floating is float:
-        return copysignf(m, v)
-    else:
-        return copysign(m, v)
-
-
-cdef inline floating _hard(floating v, floating c) noexcept nogil:
-    """v * (|v| > c), as the reference computes it: v, or v * 0 (+-0.0 with
-    the sign of v, NaN for inf and NaN).  Written as selects of values that
-    cannot trap: GCC turns the product into a branch, and will not compute
-    v * 0 ahead of a branch (-ftrapping-math), so neither form vectorises."""
-    cdef floating a = _abs(v), dropped
-    if floating is float:
-        dropped = copysignf(0, v)
-    else:
-        dropped = copysign(0, v)
-    if not a < INFINITY:
-        dropped = NAN
-    if a > c:
-        dropped = v
-    return dropped
 
 
 cdef inline double _sumsq(const floating* y, Py_ssize_t n) noexcept nogil:
@@ -101,12 +75,12 @@ cdef inline double _soft_sumsq(const floating* x, floating* out, Py_ssize_t n,
     else:
         while i + 8 <= n:
             for k in range(8):
-                v = _soft(x[i + k], t)
+                v = soft(x[i + k], t)
                 out[i + k] = v
                 acc[k] += <double>v * v
             i += 8
     while i < n:
-        v = _soft(x[i], t)
+        v = soft(x[i], t)
         out[i] = v
         acc[0] += <double>v * v
         i += 1
@@ -159,7 +133,7 @@ def soft_threshold(const floating[::1] x not None, double threshold, double scal
     op = &out[0]
     with nogil:
         for i in range(n):
-            op[i] = _soft(xp[i], t) * s
+            op[i] = soft(xp[i], t) * s
 
 
 def soft_threshold_each(const floating[::1] x not None,
@@ -181,7 +155,7 @@ def soft_threshold_each(const floating[::1] x not None,
     op = &out[0]
     with nogil:
         for i in range(n):
-            op[i] = _soft(xp[i], tp[i]) * s
+            op[i] = soft(xp[i], tp[i]) * s
 
 
 def hard_threshold(const floating[::1] x not None, double cutoff,
@@ -201,7 +175,7 @@ def hard_threshold(const floating[::1] x not None, double cutoff,
     op = &out[0]
     with nogil:
         for i in range(n):
-            op[i] = _hard(xp[i], c)
+            op[i] = hard(xp[i], c)
 
 
 def keep_largest(const floating[::1] x not None, double cutoff, Py_ssize_t n_ties,
@@ -231,17 +205,17 @@ def keep_largest(const floating[::1] x not None, double cutoff, Py_ssize_t n_tie
                     block_has_tie = 1
             if not block_has_tie:
                 for i in range(start, stop):
-                    op[i] = _hard(xp[i], c)
+                    op[i] = hard(xp[i], c)
             else:
                 for i in range(start, stop):
                     if ties_left > 0 and _abs(xp[i]) == c:
                         op[i] = xp[i]
                         ties_left -= 1
                     else:
-                        op[i] = _hard(xp[i], c)
+                        op[i] = hard(xp[i], c)
             start = stop
         for i in range(start, n):
-            op[i] = _hard(xp[i], c)
+            op[i] = hard(xp[i], c)
 
 
 def group_shrink(const floating[::1] x not None, double l1,
@@ -274,7 +248,7 @@ def group_shrink(const floating[::1] x not None, double l1,
             else:
                 if t != 0:
                     for i in range(size):
-                        op[i] = _soft(op[i], t)
+                        op[i] = soft(op[i], t)
                 norm2 = _sumsq(op, size)
             f = <floating>_group_factor(sqrt(norm2), thresholds[g])
             for i in range(size):
@@ -314,7 +288,7 @@ def group_shrink_cols(const floating[:, ::1] x not None, double l1,
                 op = &out[r, 0]
                 if t != 0:
                     for j in range(n):
-                        v = _soft(y[j], t)
+                        v = soft(y[j], t)
                         op[j] = v
                         norms[j] += <double>v * v
                 else:
@@ -487,7 +461,7 @@ def cumulative_l1(floating[::1] w not None, floating[::1] received not None,
     O(n); reads and writes w and received once: 4 * n * itemsize bytes.
     """
     cdef Py_ssize_t i, n = w.shape[0]
-    cdef floating u = <floating>total, z, q, v, shrunk_pos, shrunk_neg
+    cdef floating u = <floating>total, z, q, v
     cdef floating* wp
     cdef floating* qp
     if n == 0:
@@ -498,16 +472,6 @@ def cumulative_l1(floating[::1] w not None, floating[::1] received not None,
         for i in range(n):
             z = wp[i]
             q = qp[i]
-            shrunk_pos = z - (u + q)
-            if shrunk_pos < 0:
-                shrunk_pos = 0
-            shrunk_neg = z + (u - q)
-            if shrunk_neg > 0:
-                shrunk_neg = 0
-            v = z
-            if z > 0:
-                v = shrunk_pos
-            if z < 0:
-                v = shrunk_neg
+            v = clipped_l1(z, u, q)
             wp[i] = v
             qp[i] = q + (v - z)

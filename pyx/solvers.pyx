@@ -15,10 +15,10 @@ in closed form, O(1) per catch-up).  ``data`` is float32 or float64 (fused type
 are both int32 or both int64 (fused type ``index_t``); ``samples``,
 ``group_ptr`` and ``last`` are int64; every other array is float64 and
 C-contiguous, and unused ones may be empty (shape (0,) or (0, K)).  The
-loss, penalty and method codes are those of ``kernels._codes`` (a C enum
-here, also exported as module-level ints of the same names).  Each kernel
-takes its arrays as typed memoryviews, then runs serially without the GIL
-on raw pointers.
+loss, penalty and method codes are those of ``kernels._codes`` (C enums
+that setup.py writes from that table into pyx/_codes.pxi; ``CODES`` here).
+Each kernel takes its arrays as typed memoryviews, then runs serially
+without the GIL on raw pointers.
 
 SAGA's usual call (one output, one sample per step, CSR data, no penalty
 or l1) has a path of its own, ``_table_epoch_single``: the same operations
@@ -36,6 +36,10 @@ from libc.math cimport copysign, exp, expm1, fabs, log, log1p, sqrt
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
+from shrink cimport kernels_soft_solver
+
+include "_codes.pxi"
+
 
 ctypedef fused index_t:
     int32_t
@@ -49,27 +53,8 @@ cdef extern from *:
     #else
     #define kernels_prefetch(address) ((void)0)
     #endif
-    #if defined(__SSE2__)
-    #include <emmintrin.h>
-    #endif
-    /* The soft threshold as the part of z above t plus the part below -t:
-       max(z - t, 0) + min(z + t, 0), each "a if a > 0 else 0" (0 for NaN).
-       On SSE2, maxsd/minsd compute exactly that without a branch (GCC
-       compiles the plain C to branches, mispredicted when the signs of the
-       coordinates are a coin toss); elsewhere the plain C. */
-    static inline double kernels_soft(double z, double t) {
-    #if defined(__SSE2__)
-        __m128d zero = _mm_setzero_pd();
-        return _mm_cvtsd_f64(_mm_max_sd(_mm_set_sd(z - t), zero))
-            + _mm_cvtsd_f64(_mm_min_sd(_mm_set_sd(z + t), zero));
-    #else
-        double above = z - t, below = z + t;
-        return (above > 0.0 ? above : 0.0) + (below < 0.0 ? below : 0.0);
-    #endif
-    }
     """
     void kernels_prefetch(const void* address) noexcept nogil
-    double kernels_soft(double z, double t) noexcept nogil
 
 
 cdef struct _Coordinate:
@@ -79,34 +64,6 @@ cdef struct _Coordinate:
     double direction
     double work
     int64_t last
-
-
-cdef enum:
-    LOSS_SQUARED = 0
-    LOSS_LOGISTIC = 1
-    LOSS_MULTINOMIAL = 2
-    PENALTY_NONE = 0
-    PENALTY_L1 = 1
-    PENALTY_GROUP_L1 = 2
-    PENALTY_L0 = 3
-    METHOD_SNAPSHOT = 0
-    METHOD_TABLE = 1
-    METHOD_RECURSIVE = 2
-
-# The same numbers as Python ints, under the same names (compared with
-# kernels._codes by the tests).
-globals().update({
-    "LOSS_SQUARED": <int>LOSS_SQUARED,
-    "LOSS_LOGISTIC": <int>LOSS_LOGISTIC,
-    "LOSS_MULTINOMIAL": <int>LOSS_MULTINOMIAL,
-    "PENALTY_NONE": <int>PENALTY_NONE,
-    "PENALTY_L1": <int>PENALTY_L1,
-    "PENALTY_GROUP_L1": <int>PENALTY_GROUP_L1,
-    "PENALTY_L0": <int>PENALTY_L0,
-    "METHOD_SNAPSHOT": <int>METHOD_SNAPSHOT,
-    "METHOD_TABLE": <int>METHOD_TABLE,
-    "METHOD_RECURSIVE": <int>METHOD_RECURSIVE,
-})
 
 
 # Rows --------------------------------------------------------------------------
@@ -273,8 +230,9 @@ def linear_pass(int loss, const floating[::1] data not None,
 
 cdef inline double _soft(double z, double threshold) noexcept nogil:
     """z - threshold above it, z + threshold below -threshold, else 0 (NaN
-    included), without a branch (kernels_soft above)."""
-    return kernels_soft(z, threshold)
+    included), without a branch: the solvers' soft threshold of
+    pyx/shrink.h (+0.0 where the prox's gives -0.0, as the numba solvers)."""
+    return kernels_soft_solver(z, threshold)
 
 
 cdef void _prox(int penalty, double* coef, Py_ssize_t n_features,

@@ -20,11 +20,13 @@ the development machine, an AMD EPYC) where the AVX2 one is not.
 
 from cython cimport floating
 
+include "_codes.pxi"
+
 
 cdef extern from *:
     r"""
-    #include <math.h>
     #include <stddef.h>
+    #include "shrink.h"
 
     /* On x86-64 Linux (glibc: ifuncs) GCC builds each loop function twice,
        for AVX2 and for the portable baseline (SSE2), and the dynamic loader
@@ -32,50 +34,29 @@ cdef extern from *:
        instructions, not memory, on data that fit in cache, and AVX2 does
        twice the work per instruction.  Elsewhere (ARM, clang, musl) the
        loops are built once for the target the compiler was given. */
-    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) \
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)       \
         && defined(__GLIBC__)
     #define KERNELS_UPDATE_CLONES __attribute__((target_clones("avx2", "default")))
     #else
     #define KERNELS_UPDATE_CLONES
     #endif
 
-    /* The penalty codes of kernels._reference.update. */
-    enum { KERNELS_NO_PENALTY = 0, KERNELS_SOFT_THRESHOLD = 1,
-           KERNELS_HARD_THRESHOLD = 2, KERNELS_CUMULATIVE_L1 = 3 };
-
-    /* The per-element prox of each penalty, written as selects of values
-       that cannot trap so that GCC vectorises them without -ffast-math
-       (NaN and -0.0 come out as in NumPy):
-       SOFT: scale * copysign(max(|z| - t, 0), z)  (soft_threshold, prox.pyx)
-       HARD: z * (|z| > t): z, +-0.0 with z's sign, NaN for inf or NaN z
-       CUMULATIVE: Tsuruoka et al.'s clipped penalty (cumulative_l1,
-       prox.pyx), both candidates computed and one selected, q updated.
-       The penalty is chosen once per call, so each loop is elementwise. */
-    #define KERNELS_UPDATE_PROX_LOOPS(T, FABS, COPYSIGN, Z)                      \
+    /* The per-element prox of each penalty code (pyx/shrink.h: soft and
+       hard threshold, the clipped l1 step with its record q), chosen once
+       per call, so that each loop is elementwise and vectorises. */
+    #define KERNELS_UPDATE_PROX_LOOPS(T, Z)                                   \
         switch (penalty) {                                                    \
-        case KERNELS_SOFT_THRESHOLD:                                          \
-            for (i = 0; i < n; i++) {                                         \
-                T z = (Z), m = FABS(z) - t;                                   \
-                if (m < 0) m = 0;                                             \
-                out[i] = COPYSIGN(m, z) * scale;                              \
-            }                                                                 \
+        case KERNELS_PROX_SOFT_THRESHOLD:                                     \
+            for (i = 0; i < n; i++)                                           \
+                out[i] = kernels_soft_##T((Z), t) * scale;                    \
             break;                                                            \
-        case KERNELS_HARD_THRESHOLD:                                          \
-            for (i = 0; i < n; i++) {                                         \
-                T z = (Z), a = FABS(z), d = COPYSIGN((T)0, z);                \
-                if (!(a < (T)INFINITY)) d = (T)NAN;                           \
-                if (a > t) d = z;                                             \
-                out[i] = d;                                                   \
-            }                                                                 \
+        case KERNELS_PROX_HARD_THRESHOLD:                                     \
+            for (i = 0; i < n; i++)                                           \
+                out[i] = kernels_hard_##T((Z), t);                            \
             break;                                                            \
-        case KERNELS_CUMULATIVE_L1:                                           \
+        case KERNELS_PROX_CUMULATIVE_L1:                                      \
             for (i = 0; i < n; i++) {                                         \
-                T z = (Z), qi = q[i];                                         \
-                T pos = z - (u + qi), neg = z + (u - qi), v = z;              \
-                if (pos < 0) pos = 0;                                         \
-                if (neg > 0) neg = 0;                                         \
-                if (z > 0) v = pos;                                           \
-                if (z < 0) v = neg;                                           \
+                T z = (Z), qi = q[i], v = kernels_clipped_l1_##T(z, u, qi);   \
                 q[i] = qi + (v - z);                                          \
                 out[i] = v;                                                   \
             }                                                                 \
@@ -88,36 +69,33 @@ cdef extern from *:
        one value type.  In place (out == w) the loops read w through out, so
        that GCC sees one array: its run-time overlap test of two pointers
        sent out == w to the scalar loop in the four-array step. */
-    #define KERNELS_UPDATE_DEFINE(T, SUFFIX, FABS, COPYSIGN)                     \
-        static KERNELS_UPDATE_CLONES void kernels_sgd_step_##SUFFIX(           \
+    #define KERNELS_UPDATE_DEFINE(T)                                          \
+        static KERNELS_UPDATE_CLONES void kernels_sgd_step_##T(               \
             const T* w, const T* g, T step, int penalty, T t, T scale, T* q,  \
             T u, T* out, ptrdiff_t n)                                         \
         {                                                                     \
             ptrdiff_t i;                                                      \
             if (out == w)                                                     \
-                KERNELS_UPDATE_PROX_LOOPS(T, FABS, COPYSIGN,                  \
-                                          out[i] - step * g[i])               \
+                KERNELS_UPDATE_PROX_LOOPS(T, out[i] - step * g[i])            \
             else                                                              \
-                KERNELS_UPDATE_PROX_LOOPS(T, FABS, COPYSIGN,                  \
-                                          w[i] - step * g[i])                 \
+                KERNELS_UPDATE_PROX_LOOPS(T, w[i] - step * g[i])              \
         }                                                                     \
-        static KERNELS_UPDATE_CLONES void kernels_mixed_step_##SUFFIX(         \
+        static KERNELS_UPDATE_CLONES void kernels_mixed_step_##T(             \
             const T* w, const T* g, const T* s, const T* mu, T a, T b, T c,   \
             int penalty, T t, T scale, T* q, T u, T* out, ptrdiff_t n)        \
         {                                                                     \
             ptrdiff_t i;                                                      \
             if (out == w)                                                     \
-                KERNELS_UPDATE_PROX_LOOPS(T, FABS, COPYSIGN,                  \
+                KERNELS_UPDATE_PROX_LOOPS(T,                                  \
                     out[i] - (a * g[i] + b * s[i] + c * mu[i]))               \
             else                                                              \
-                KERNELS_UPDATE_PROX_LOOPS(T, FABS, COPYSIGN,                  \
+                KERNELS_UPDATE_PROX_LOOPS(T,                                  \
                     w[i] - (a * g[i] + b * s[i] + c * mu[i]))                 \
         }
 
-    KERNELS_UPDATE_DEFINE(float, float, fabsf, copysignf)
-    KERNELS_UPDATE_DEFINE(double, double, fabs, copysign)
+    KERNELS_UPDATE_DEFINE(float)
+    KERNELS_UPDATE_DEFINE(double)
     """
-    int CUMULATIVE_L1 "KERNELS_CUMULATIVE_L1"
     void kernels_sgd_step_float(const float* w, const float* g, float step,
                                 int penalty, float t, float scale, float* q,
                                 float u, float* out, Py_ssize_t n) nogil
@@ -155,7 +133,7 @@ def sgd_step(const floating[::1] w not None, const floating[::1] g not None,
         return
     wp = &w[0]
     op = &out[0]
-    if penalty == CUMULATIVE_L1:
+    if penalty == PROX_CUMULATIVE_L1:
         qp = &received[0]
     with nogil:
         if floating is float:
@@ -187,7 +165,7 @@ def mixed_step(const floating[::1] w not None, const floating[::1] g not None,
         return
     wp = &w[0]
     op = &out[0]
-    if penalty == CUMULATIVE_L1:
+    if penalty == PROX_CUMULATIVE_L1:
         qp = &received[0]
     with nogil:
         if floating is float:

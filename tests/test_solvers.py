@@ -11,7 +11,6 @@ CSR iterates equal to dense ones, divergence and bad-input errors.
 
 import dataclasses
 import functools
-import importlib
 import inspect
 import itertools
 import zlib
@@ -289,15 +288,6 @@ def test_prox_step_matches_reference_and_prox_family(backend, penalty, rng):
             coef.ravel(), step * l1, [8, 16], weights=[1.0, 2.0]
         )
         np.testing.assert_allclose(got.ravel(), shrunk / (1 + step * ridge), rtol=1e-13)
-
-
-def test_cython_codes_match():
-    if "cython" not in kernels.available_backends():
-        pytest.skip("the Cython backend is not built")
-    module = importlib.import_module("kernels._cy.solvers")
-    for name in dir(_codes):
-        if name.startswith(("LOSS_", "PENALTY_", "METHOD_")):
-            assert getattr(module, name) == getattr(_codes, name), name
 
 
 # The lambda-estimator ---------------------------------------------------------
