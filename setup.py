@@ -7,9 +7,10 @@ template is the extension's source, so an sdist carries the template.
 
 The integer codes of ``kernels/_codes.py`` (the one table of losses,
 penalties, methods, activations...) reach the Cython side through
-``pyx/_codes.pxi`` and ``pyx/_codes.h``, which build_ext writes from that table before cythonize:
-a build product too, read from the Python source with ``ast`` (the package
-is not imported, so that a cross build needs nothing of the target).
+``pyx/_codes.pxi`` and ``pyx/_codes.h``, which build_ext writes from that
+table before cythonize: a build product too, read from the Python source
+with ``ast`` (the package is not imported, so that a cross build needs
+nothing of the target).
 
 Metadata lives in pyproject.toml; this file only describes the compiled part.
 No NumPy import and no NumPy headers (the Cython code uses typed memoryviews

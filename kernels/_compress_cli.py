@@ -286,7 +286,7 @@ def _plots(plt, data, dense, options, result, directory, progress):
         ax.annotate(f"{beta:.2g}", (ratio, 100 * accuracy), fontsize=7)
     ax.axhline(100 * result.dense_accuracy, color="gray", ls="--", label="dense")
     ax.set_xscale("log")
-    ax.set_xlabel("compression ratio (dense float32 bytes / deployed bytes)")
+    ax.set_xlabel("compression ratio (dense float32 bytes / model file bytes)")
     ax.set_ylabel("test accuracy (%)")
     sweep_path = os.path.join(directory, "accuracy_vs_compression.png")
     _save(
@@ -380,6 +380,7 @@ def run_predict(args):
         "accuracy": accuracy,
         "nnz": model.nnz,
         "bytes": model.nbytes,
+        "sizes": model.sizes(),
         "seconds": seconds,
         "batch1_seconds": batch1,
         "backend": model.backend or "default",

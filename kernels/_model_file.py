@@ -227,8 +227,10 @@ class _Reader:
                 f"the end of the file ({self.length} bytes)"
             )
         array = np.frombuffer(self.buffer, dtype, count, offset)
-        if not dtype.isnative:
-            array = array.astype(dtype.newbyteorder("="))
+        native = dtype.newbyteorder("=")
+        # a view on a little-endian machine (the buffer's format then reads
+        # as the native one, which the compiled kernels take), else a copy
+        array = array.view(native) if dtype.isnative else array.astype(native)
         return array, end
 
 
@@ -462,7 +464,7 @@ def read(path, build):
     from kernels import _model_npz
 
     if hasattr(path, "read"):
-        name = getattr(path, "name", repr(path))
+        name = getattr(path, "name", "the model file")
         data = path.read()
         if not isinstance(data, bytes):
             raise TypeError(f"{name} must be opened in binary mode")

@@ -13,17 +13,20 @@ quantise, deploy, measure.
    digits, see ``bench/compression_study.py``);
 4. remove dead neurons (``remove_dead_neurons``), then fine-tune the
    surviving weights with the sparsity pattern fixed (Adam);
-5. quantise the survivors (``bits`` = 8, 6 or 4, one scale per row) and
-   keep the smallest format whose training accuracy stays within
-   ``max_accuracy_drop`` of the float network (``deploy``);
-6. measure on the held-out data: accuracy, non-zeros, bytes per layer,
-   the compression ratio (dense float32 bytes over the deployed model's
-   bytes), the model file's size, and batch-1 and batch-64 inference time
-   of the compressed model against the dense one in NumPy.
+5. quantise the survivors (``bits`` from 8 down to 2, one float16 scale
+   per row, packed two or four per byte on 4 or 2 bits), store each layer
+   in the layout of fewest bytes (dense, CSR, delta-index CSR or bitmask,
+   ``kernels.packed``), and keep the smallest precision whose training
+   accuracy stays within ``max_accuracy_drop`` of the float network
+   (``deploy``);
+6. measure on the held-out data: accuracy, bytes per layer, the three
+   size ratios against the original dense network (``SparseMLP.sizes``:
+   parameters, value bits, and the model file's bytes, the compression
+   ratio), and batch-1 and batch-64 inference time of the compressed
+   model against the dense one in NumPy.
 """
 
 import functools
-import io
 import os
 import time
 from dataclasses import dataclass, field
@@ -31,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kernels.benchmarks.timing import interleaved_medians, single_thread_blas
-from kernels.nn import SparseMLP
+from kernels.nn import SparseMLP, size_ratios
 from kernels.train import MLP, OPTIMIZERS, PENALTIES, train_mlp
 
 __all__ = [
@@ -46,7 +49,7 @@ __all__ = [
     "PENALTIES",
 ]
 
-BITS = (8, 6, 4)
+BITS = (8, 6, 5, 4, 3, 2)
 DATA_KEYS = ("X_train", "y_train", "X_test", "y_test")
 
 
@@ -258,29 +261,45 @@ def remove_dead_neurons(network):
     return MLP(weights, biases), removed
 
 
-def _sparse_model(network, fmt, bits, classes):
-    return SparseMLP.from_dense(
-        network.weights, network.biases, fmt=fmt, bits=bits, classes=classes
-    )
-
-
 def deploy(
-    network, classes, bits=8, X_check=None, y_check=None, max_accuracy_drop=0.005
+    network,
+    classes,
+    bits=8,
+    X_check=None,
+    y_check=None,
+    max_accuracy_drop=0.005,
+    dense_size=None,
 ):
-    """The smallest ``SparseMLP`` for the (pruned) ``network``: int8 values
-    quantised on ``bits`` bits, unless that costs more than
-    ``max_accuracy_drop`` of accuracy on (X_check, y_check) against the
-    float network (then float32 CSR).  Returns (model, fmt)."""
+    """The smallest ``SparseMLP`` for the (pruned) ``network``: per layer
+    the layout of fewest bytes (``fmt="auto"``), with values quantised on
+    ``bits`` bits (one float16 scale per row; int2 / int4 / int8 packing),
+    unless that costs more than ``max_accuracy_drop`` of accuracy on
+    (X_check, y_check) against the float network; then float16 values
+    under the same test, then float32.  ``dense_size``: the (weights,
+    biases) of the original dense network the sizes are counted against.
+    Returns (model, codec), the codec "int8", "int4", "int2" (with the
+    model's ``bits``), "float16" or "float32"."""
     if bits not in BITS:
         raise ValueError(f"bits must be one of {BITS}, got {bits!r}")
-    quantised = _sparse_model(network, "int8", bits, classes)
-    if X_check is None:
-        return quantised, "int8"
-    reference = network.accuracy(X_check, y_check)
-    accuracy = np.mean(quantised.predict(X_check) == classes[y_check])
-    if accuracy >= reference - max_accuracy_drop:
-        return quantised, "int8"
-    return _sparse_model(network, "csr", bits, classes), "csr"
+    candidates = [("int", bits), ("float16", None), ("float32", None)]
+    if X_check is not None:
+        reference = network.accuracy(X_check, y_check)
+    for codec, codec_bits in candidates:
+        model = SparseMLP.from_dense(
+            network.weights,
+            network.biases,
+            fmt="auto",
+            codec=codec,
+            bits=codec_bits,
+            classes=classes,
+            dense_size=dense_size,
+        )
+        if X_check is None:
+            break
+        accuracy = np.mean(model.predict(X_check) == classes[y_check])
+        if accuracy >= reference - max_accuracy_drop:
+            break
+    return model, model.layers[0].weight.codec
 
 
 # Measuring ---------------------------------------------------------------------
@@ -334,12 +353,14 @@ class CompressionResult:
     train_seconds: float
     ifos: int
     settings: dict
+    sizes: dict = field(default_factory=dict)
     history: list = field(default_factory=list)
 
     @property
     def compression_ratio(self):
-        """The dense model's bytes over the deployed model's bytes."""
-        return self.dense_bytes / self.bytes
+        """The dense float32 network's bytes over the model file's bytes
+        (``sizes["byte_ratio"]``, ALGORITHMS.md section 3)."""
+        return self.dense_bytes / self.file_bytes
 
     def as_dict(self):
         """The result as a dict of plain values (what --json prints)."""
@@ -350,6 +371,7 @@ class CompressionResult:
             "tuned_accuracy": self.tuned_accuracy,
             "accuracy": self.accuracy,
             "compression_ratio": self.compression_ratio,
+            "sizes": self.sizes,
             "nnz": self.nnz,
             "dense_nnz": self.dense_nnz,
             "bytes": self.bytes,
@@ -475,23 +497,27 @@ def compress(
         train_seconds += tuned.seconds
     tuned_accuracy = network.accuracy(X_test, data.y_test)
 
-    pruned = _fold_standardiser(network, mean, scale)
-    model, fmt = deploy(
-        pruned, data.classes, bits, data.X_train, data.y_train, max_accuracy_drop
-    )
-    accuracy = float(np.mean(model.predict(data.X_test) == data.classes[data.y_test]))
-
     sizes = [data.n_features, *hidden, data.n_classes]
     dense_nnz = sum(m * n for n, m in zip(sizes[:-1], sizes[1:], strict=True))
-    dense_bytes = 4 * (dense_nnz + sum(sizes[1:]))
-    buffer = io.BytesIO()
-    model.save(buffer)
+    dense_size = (dense_nnz, sum(sizes[1:]))
+    pruned = _fold_standardiser(network, mean, scale)
+    model, fmt = deploy(
+        pruned,
+        data.classes,
+        bits,
+        data.X_train,
+        data.y_train,
+        max_accuracy_drop,
+        dense_size=dense_size,
+    )
+    accuracy = float(np.mean(model.predict(data.X_test) == data.classes[data.y_test]))
+    model_sizes = model.sizes()
     dense_raw = _fold_standardiser(dense_net, mean, scale)
     latency = _latency(model, dense_raw, data.X_test, latency_budget)
     layers = [
         {
             "shape": list(layer.weight.shape),
-            "format": layer.format,
+            "format": layer.storage,
             "nnz": layer.nnz,
             "bytes": layer.nbytes,
             "weight_bytes": layer.weight.nbytes,
@@ -525,9 +551,10 @@ def compress(
         accuracy=accuracy,
         nnz=model.nnz,
         bytes=model.nbytes,
-        dense_bytes=dense_bytes,
+        dense_bytes=model_sizes["dense_bytes"],
         dense_nnz=dense_nnz,
-        file_bytes=len(buffer.getvalue()),
+        file_bytes=model_sizes["file_bytes"],
+        sizes=model_sizes,
         fmt=fmt,
         bits=bits,
         hidden=[layer.out_features for layer in model.layers[:-1]],
@@ -558,6 +585,10 @@ def train_dense(data, hidden=(300, 100), epochs=30, seed=0, progress=None):
     return result.network, result.network.accuracy(X_test, data.y_test)
 
 
+def _bits_note(result):
+    return f", {result.bits} bits" if result.fmt.startswith("int") else ""
+
+
 def format_result(result):
     """The result table printed by ``python -m kernels demo`` and
     ``compress``."""
@@ -574,15 +605,16 @@ def format_result(result):
         )
         + ")",
         "",
-        "| model | test accuracy | non-zeros | bytes | compression |",
+        "| model | test accuracy | non-zeros | file bytes | compression |",
         "|---|---:|---:|---:|---:|",
         f"| dense float32 | {100 * r.dense_accuracy:.2f}% | {r.dense_nnz:,} | "
         f"{r.dense_bytes:,} | 1.0x |",
         f"| sparse float32, trained | {100 * r.sparse_accuracy:.2f}% | | | |",
         f"| sparse float32, fine-tuned | {100 * r.tuned_accuracy:.2f}% | | | |",
-        f"| deployed ({r.fmt}{', ' + str(r.bits) + ' bits' if r.fmt == 'int8' else ''})"
-        f" | {100 * r.accuracy:.2f}% | {r.nnz:,} | {r.bytes:,} | "
-        f"{r.compression_ratio:.1f}x |",
+        f"| deployed ({r.fmt}{_bits_note(r)}) | {100 * r.accuracy:.2f}% | "
+        f"{r.nnz:,} | {r.file_bytes:,} | {r.compression_ratio:.1f}x |",
+        "",
+        f"against the dense network: {size_ratios(r.sizes)} (model file, all-in)",
         "",
         "| layer | shape | format | non-zeros | weight bytes | bias bytes |",
         "|---|---|---|---:|---:|---:|",
@@ -595,8 +627,8 @@ def format_result(result):
         )
     lines += [
         "",
-        f"hidden units kept: {r.hidden} (removed {r.removed}); model file "
-        f"{r.file_bytes:,} bytes",
+        f"hidden units kept: {r.hidden} (removed {r.removed}); arrays "
+        f"{r.bytes:,} bytes, model file {r.file_bytes:,} bytes",
         "",
         "| inference | compressed | dense NumPy | speed-up |",
         "|---|---:|---:|---:|",

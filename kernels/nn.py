@@ -659,6 +659,7 @@ class SparseMLP:
         backend=None,
         threads=None,
         codec=None,
+        dense_size=None,
     ):
         """A model from dense weights, pruned and converted layer by layer.
 
@@ -687,8 +688,9 @@ class SparseMLP:
 
         ``dtype`` (float32 or float64) of the weights and biases; None:
         float32 if a layer is int8 or a deployment format (which compute in
-        float32), else the weights' common dtype.  ``classes``, ``backend``
-        and ``threads`` as for ``SparseMLP``.
+        float32), else the weights' common dtype.  ``classes``, ``backend``,
+        ``threads`` and ``dense_size`` as for ``SparseMLP`` (None: the
+        dense network of the layers' shapes, that of ``weights``).
         """
         from kernels import _convert
 
@@ -705,7 +707,13 @@ class SparseMLP:
             dtype,
             codec,
         )
-        return cls(layers, classes=classes, backend=backend, threads=threads)
+        return cls(
+            layers,
+            classes=classes,
+            backend=backend,
+            threads=threads,
+            dense_size=dense_size,
+        )
 
     @classmethod
     def from_sklearn(

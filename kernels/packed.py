@@ -190,6 +190,8 @@ class PackedMatrix(_SparseOperator):
             else:
                 count = _bitmask_count(structure, m, n)
         if code in _INTEGER:
+            if scales is None:
+                raise ValueError(f"{codec} values need scales (one per row)")
             scales = _checks.as_float_array(scales, "scales", np.float32)
             if scales.shape != (m,):
                 raise ValueError(
@@ -466,8 +468,10 @@ def _validate_contents(A):
         p = A._indptr.astype(np.int64)
         if p[0] != 0 or (np.diff(p) < 0).any():
             raise ValueError("indptr must start at 0 and never decrease")
-    if layout == LAYOUT_CSR and count and int(A._structure.max()) >= n:
-        raise ValueError(f"column indices must lie in [0, {n})")
+    if layout == LAYOUT_CSR and count:
+        # an int32 structure (n > 65536) can hold negative indices
+        if int(A._structure.max()) >= n or int(A._structure.min()) < 0:
+            raise ValueError(f"column indices must lie in [0, {n})")
     if layout == LAYOUT_DELTA and count:
         rows, cols = entries(meta, A._structure, A._indptr)
         if int(cols.max()) >= n:
@@ -508,6 +512,10 @@ def _quantised(W, keep, code, bits, scales):
     """(q, scales, bits): the stored values as float64 (the integers q, or
     the rounded floats) on the whole (m, n) grid, 0 where not kept."""
     kept = np.where(keep, W, 0.0).astype(np.float64)
+    largest = np.abs(kept).max(axis=1, initial=0.0)
+    if not (largest <= np.finfo(np.float32).max).all():
+        # the products compute in float32: an entry past it would be inf
+        raise ValueError("W has values too large for float32 (|w| > 3.4e38)")
     if code == VALUES_FLOAT32:
         return kept.astype(np.float32).astype(np.float64), np.zeros(0, np.float32), 0
     if code == VALUES_FLOAT16:
@@ -520,7 +528,6 @@ def _quantised(W, keep, code, bits, scales):
     bits = container if bits is None else bits
     bits = _checks.integer(bits, "bits", minimum=2, maximum=container)
     qmax = 2 ** (bits - 1) - 1
-    largest = np.abs(kept).max(axis=1, initial=0.0)
     with np.errstate(over="ignore"):
         row_scales = (largest / qmax).astype(np.float32)
     if not np.isfinite(row_scales).all():
@@ -530,19 +537,21 @@ def _quantised(W, keep, code, bits, scales):
             f'scales must be "auto", "float16" or "float32", got {scales!r}'
         )
     if scales != "float32":
-        half = row_scales.astype(np.float16)
+        with np.errstate(over="ignore"):
+            half = row_scales.astype(np.float16)
+            # round up, so that |w| / scale stays within qmax (which can
+            # take a scale just under the largest float16 to inf)
+            half = np.where(
+                half.astype(np.float32) < row_scales,
+                np.nextafter(half, np.float16(np.inf)),
+                half,
+            )
         normal = (row_scales == 0) | (
             (np.abs(half) >= np.finfo(np.float16).tiny) & np.isfinite(half)
         )
         if scales == "float16" or normal.all():
             if not np.isfinite(half).all():
                 raise ValueError("scales do not fit in float16")
-            # round up, so that |w| / scale stays within qmax
-            half = np.where(
-                half.astype(np.float32) < row_scales,
-                np.nextafter(half, np.float16(np.inf)),
-                half,
-            )
             row_scales = half.astype(np.float32)
     s = row_scales.astype(np.float64)[:, None]
     q = np.zeros_like(kept)
@@ -621,13 +630,15 @@ def _nbytes(encoded, code):
     )
 
 
-def layout_bytes(W, codec="float32", bits=None, threshold=0.0, density=None):
+def layout_bytes(
+    W, codec="float32", bits=None, threshold=0.0, density=None, scales="auto"
+):
     """{layout: bytes of values, structure and indptr} of ``W`` in every
-    layout (what ``from_dense(layout="auto")`` compares; scales aside, the
-    same for all)."""
+    layout (what ``from_dense(layout="auto")`` with the same arguments
+    compares; scales aside, the same for all)."""
     W = _checks.as_float_array(W, "W")
     code = CODECS[codec][0]
     keep = _kept(W, threshold, density)
-    q, _, _ = _quantised(W, keep, code, bits, "float32")
+    q, _, _ = _quantised(W, keep, code, bits, scales)
     keep &= q != 0
     return {name: _nbytes(_encode(name, q, keep), code) for name in _AUTO_ORDER}

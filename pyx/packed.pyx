@@ -15,23 +15,10 @@ from cpython.buffer cimport (PyBUF_C_CONTIGUOUS, PyBUF_FORMAT, PyBUF_WRITABLE,
 from libc.stdint cimport int32_t, int64_t
 from libc.stdlib cimport free, malloc
 
+from packed_rows cimport (kpk_epilogue, kpk_init_tables, kpk_matmat, kpk_matrix,
+                          kpk_matvec)
+
 include "_codes.pxi"  # LAYOUT_*, VALUES_*, ACTIVATION_* of kernels._codes
-
-
-cdef extern from "packed_rows.h":
-    ctypedef struct kpk_matrix:
-        int64_t layout, codec, index, m, n, count
-        const void* values
-        const void* structure
-        const int32_t* indptr
-        const float* scales
-    void kpk_init_tables() noexcept nogil
-    void kpk_matvec(const kpk_matrix* A, const float* x, double alpha, double beta,
-                    float* y) noexcept nogil
-    void kpk_matmat(const kpk_matrix* A, const float* X, int64_t k, float* acc,
-                    double alpha, double beta, float* Y) noexcept nogil
-    void kpk_epilogue(float* Y, int64_t m, int64_t k, const float* bias,
-                      int activation) noexcept nogil
 
 
 kpk_init_tables()

@@ -31,4 +31,3 @@ def test_compiled_codes_are_the_table(name):
     and it has every code of the table (a stale pyx/_codes.pxi fails)."""
     module = importlib.import_module(f"kernels._cy.{name}")
     assert module.CODES == _table()
-

@@ -133,14 +133,18 @@ def test_the_pipeline_reports_what_its_model_is(result, tmp_path):
     assert result.nnz == model.nnz < result.dense_nnz == 64 * 32 + 32 * 16 + 16 * 10
     assert result.bytes == model.nbytes
     assert result.dense_bytes == 4 * (result.dense_nnz + 32 + 16 + 10)
-    assert result.compression_ratio == result.dense_bytes / result.bytes
+    sizes = model.sizes()
+    assert result.sizes == sizes and model.dense_size == (result.dense_nnz, 58)
+    assert result.file_bytes == sizes["file_bytes"] == len(model.to_bytes())
+    assert result.compression_ratio == sizes["byte_ratio"]
+    assert result.compression_ratio == result.dense_bytes / result.file_bytes
     predicted = model.predict(data.X_test)
     assert result.accuracy == np.mean(predicted == data.y_test)
     assert result.accuracy > 0.8 and result.dense_accuracy > 0.8
     assert [layer.out_features for layer in model.layers] == [*result.hidden, 10]
     assert sum(result.removed) == 32 + 16 - sum(result.hidden)
     assert sum(layer["bytes"] for layer in result.layers) == result.bytes
-    path = tmp_path / "model.npz"
+    path = tmp_path / "model.bin"
     model.save(path)
     assert os.path.getsize(path) == result.file_bytes
     loaded = SparseMLP.load(path)
@@ -156,6 +160,7 @@ def test_the_pipeline_reports_what_its_model_is(result, tmp_path):
         "dense_accuracy",
         "accuracy",
         "compression_ratio",
+        "sizes",
         "nnz",
         "bytes",
         "dense_bytes",
@@ -165,15 +170,18 @@ def test_the_pipeline_reports_what_its_model_is(result, tmp_path):
     json.dumps(summary)
 
 
-@pytest.mark.parametrize("bits", [8, 6, 4])
+@pytest.mark.parametrize("bits", [8, 6, 5, 4, 3, 2])
 def test_deploy_quantises_to_the_bits_asked(bits):
     net = masked_network()
     pruned, _ = remove_dead_neurons(net)
     model, fmt = deploy(pruned, np.arange(3), bits=bits)
-    assert fmt == "int8"
+    assert fmt == ("int2" if bits == 2 else "int4" if bits <= 4 else "int8")
     for layer in model.layers:
         qmax = 2 ** (bits - 1) - 1
-        assert np.abs(layer.weight.values).max() <= qmax
+        scales = layer.weight.scales.astype(np.float64)[:, None]
+        q = layer.weight.to_dense() / np.where(scales > 0, scales, 1)
+        np.testing.assert_allclose(q, np.round(q), atol=1e-4)
+        assert np.abs(q).max() <= qmax + 1e-4
         assert layer.weight.bits == bits
 
 
@@ -189,10 +197,12 @@ def test_deploy_falls_back_to_float_when_quantising_costs_accuracy():
     model, fmt = deploy(
         net, np.arange(3), bits=4, X_check=X, y_check=y, max_accuracy_drop=0.0
     )
-    assert fmt == "csr"
+    assert fmt in ("float16", "float32")
+    assert all(layer.weight.codec == fmt for layer in model.layers)
     np.testing.assert_array_equal(model.predict(X), y)
-    with pytest.raises(ValueError, match="bits"):
-        deploy(net, np.arange(3), bits=3)
+    for bits in (1, 9, 4.5):
+        with pytest.raises(ValueError, match="bits"):
+            deploy(net, np.arange(3), bits=bits)
 
 
 def write_npz(path, **arrays):
@@ -273,7 +283,7 @@ def test_demo_prints_the_table():
 def test_compress_json_then_predict_the_saved_model(tmp_path):
     arrays = good_arrays(labels=(3, 7, 9))
     data = write_npz(tmp_path / "d.npz", **arrays)
-    model = str(tmp_path / "model.npz")
+    model = str(tmp_path / "model.bin")
     status, out, err = run(
         ["compress", "--data", data, *SMALL_ARGS, "--json", "--out", model]
     )
@@ -284,6 +294,8 @@ def test_compress_json_then_predict_the_saved_model(tmp_path):
     status, out, err = run(["predict", model, "--data", data, "--json"])
     assert status == 0, err
     predicted = json.loads(out)
+    # the ratios against the original network, read back from the file
+    assert predicted["sizes"] == summary["sizes"]
     assert predicted["accuracy"] == pytest.approx(summary["accuracy"])
     assert predicted["samples"] == 20
 
@@ -308,7 +320,7 @@ def test_bad_input_is_one_line_and_status_1(argv, message):
 
 
 @pytest.mark.parametrize(
-    "argv", [["compress", "--bogus"], ["demo", "--bits", "5"], ["predict"]]
+    "argv", [["compress", "--bogus"], ["demo", "--bits", "9"], ["predict"]]
 )
 def test_usage_errors_are_one_line_and_status_2(argv):
     status, out, err = run(argv)

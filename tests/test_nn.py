@@ -1,15 +1,14 @@
 """kernels.nn: every backend and weight format against a dense float64 MLP
 built independently of the package (with an error bound for int8
-weights), scikit-learn's MLPClassifier as an oracle, the .npz file format
-(round trip and tampering), the allocation-free forward pass, and input
-validation."""
+weights), scikit-learn's MLPClassifier as an oracle, the model file's
+round trip (its own tests: test_model_file.py, test_model_npz.py), the
+allocation-free forward pass, and input validation."""
 
 import functools
 import io
 import json
 import tracemalloc
 import warnings
-import zipfile
 
 import numpy as np
 import pytest
@@ -300,10 +299,11 @@ def test_layer_properties():
     assert (layer.in_features, layer.out_features) == (12, 8)
     assert layer.format == "csr" and layer.nnz == csr.nnz
     assert layer.bias.dtype == np.float64
-    assert layer.nbytes == csr.nbytes + 8 * 8
+    assert layer.nbytes == csr.nbytes + 2 * 8  # exact float16 values: 2 bytes
+    assert SparseLinear(csr, rng.standard_normal(8)).nbytes == csr.nbytes + 8 * 8
     quantised = SparseLinear(QuantizedCSR.from_csr(csr), np.arange(8))
     assert quantised.format == "int8" and quantised.bias.dtype == np.float32
-    assert quantised.nbytes == quantised.weight.nbytes + 8 * 4
+    assert quantised.nbytes == quantised.weight.nbytes + 8 * 2
     blocked = SparseLinear(BSRMatrix.from_csr(csr, (4, 4)))
     assert blocked.format == "bsr" and blocked.bias is None
     assert blocked.nbytes == blocked.weight.nbytes
@@ -315,8 +315,16 @@ def test_model_properties_and_summary():
     assert net.nbytes == sum(layer.nbytes for layer in net.layers)
     assert net.nnz == sum(layer.nnz for layer in net.layers)
     text = net.summary()
-    dense = 4 * sum(m * n + m for n, m in zip(SIZES[:-1], SIZES[1:], strict=True))
-    assert f"{dense:,}" in text and f"{dense / net.nbytes:.2f}x" in text
+    weights = sum(m * n for n, m in zip(SIZES[:-1], SIZES[1:], strict=True))
+    dense = 4 * (weights + sum(SIZES[1:]))
+    sizes = net.sizes()
+    assert sizes["dense_bytes"] == dense and sizes["dense_weights"] == weights
+    assert sizes["file_bytes"] == len(saved(net))
+    assert sizes["byte_ratio"] == dense / sizes["file_bytes"]
+    assert sizes["parameter_ratio"] == weights / net.nnz
+    assert sizes["bit_ratio"] == 32 * weights / (8 * net.nnz)
+    assert f"{dense:,} bytes" in text and f"{sizes['file_bytes']:,} bytes" in text
+    assert f"{dense / sizes['file_bytes']:.1f}x fewer bytes" in text
     for layer in net.layers:
         m, n = layer.weight.shape
         assert f"{m} x {n}" in text
@@ -496,28 +504,6 @@ def saved(net):
     return buffer.getvalue()
 
 
-def raw_arrays(data):
-    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-        return {key: npz[key] for key in npz.files}
-
-
-def rewritten(arrays, **changes):
-    """The bytes of an .npz of ``arrays`` with ``changes`` (None deletes)."""
-    arrays = dict(arrays)
-    for key, value in changes.items():
-        if value is None:
-            del arrays[key]
-        else:
-            arrays[key] = value
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    return buffer.getvalue()
-
-
-def load_bytes(data):
-    return SparseMLP.load(io.BytesIO(data))
-
-
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("classes", [None, [3, 1, 4, 1.5], ["a", "b", "c", "d"]])
 def test_save_load_round_trip(fmt, classes, tmp_path):
@@ -536,35 +522,9 @@ def test_save_load_round_trip(fmt, classes, tmp_path):
         assert loaded.classes.dtype == np.asarray(classes).dtype
 
 
-def test_file_keys():
-    weights, biases = dense_weights()
-    biases[1] = None
-    net = SparseMLP.from_dense(
-        weights,
-        biases,
-        fmt=["csr", "bsr", "int8"],
-        threshold=THRESHOLD,
-        classes=["x", "y", "z", "w"],
-    )
-    arrays = raw_arrays(saved(net))
-    common = {"kind", "shape", "data", "indices", "indptr", "bias", "activation"}
-    expected = {"format_version", "n_layers", "classes"}
-    expected |= {f"layer0_{k}" for k in common}
-    expected |= {f"layer1_{k}" for k in common | {"blocksize"}}
-    expected |= {f"layer2_{k}" for k in common | {"scales", "bits"}}
-    assert set(arrays) == expected
-    assert arrays["format_version"] == 1 and arrays["n_layers"] == 3
-    assert arrays["layer2_kind"].dtype.kind == "U" and arrays["layer2_kind"] == "int8"
-    assert arrays["layer2_data"].dtype == np.int8
-    assert arrays["layer1_bias"].shape == (0,)  # no bias
-    loaded = load_bytes(saved(net))
-    assert loaded.layers[1].bias is None
-    assert loaded.layers[2].bias.dtype == np.float32
-
-
 def test_load_needs_neither_scipy_nor_numba(tmp_path):
     net = SparseMLP(model("int8").layers, classes=["a", "b", "c", "d"])
-    net.save(tmp_path / "model.npz")
+    net.save(tmp_path / "model.bin")
     X = inputs(10, seed=6)
     np.save(tmp_path / "X.npy", X)
     code = (
@@ -573,7 +533,7 @@ def test_load_needs_neither_scipy_nor_numba(tmp_path):
         "sys.modules['numba'] = None\n"
         "import numpy as np\n"
         "from kernels.nn import SparseMLP\n"
-        f"net = SparseMLP.load({str(tmp_path / 'model.npz')!r})\n"
+        f"net = SparseMLP.load({str(tmp_path / 'model.bin')!r})\n"
         f"X = np.load({str(tmp_path / 'X.npy')!r})\n"
         "print(json.dumps([net.predict(X).tolist(), net.predict_proba(X).tolist()]))\n"
     )
@@ -582,167 +542,3 @@ def test_load_needs_neither_scipy_nor_numba(tmp_path):
     labels, proba = json.loads(result.stdout)
     assert labels == net.predict(X).tolist()
     np.testing.assert_allclose(proba, net.predict_proba(X), rtol=1e-5, atol=1e-6)
-
-
-# Files: damaged and hostile input --------------------------------------------
-
-
-@functools.cache
-def reference_file():
-    net = SparseMLP(model("int8").layers, classes=["a", "b", "c", "d"])
-    return net, saved(net)
-
-
-def test_truncated_file():
-    net, data = reference_file()
-    for size in (0, 1, 10, 100, len(data) // 2, len(data) - 22, len(data) - 1):
-        with pytest.raises(ValueError, match="not a readable SparseMLP file"):
-            load_bytes(data[:size])
-
-
-def test_flipped_bytes_never_give_a_wrong_answer():
-    """Every member's CRC is checked: a flipped byte is a ValueError, or
-    lands in zip metadata that does not change the model."""
-    net, data = reference_file()
-    X = inputs(8, seed=7)
-    expected = net.predict_proba(X)
-    members = []  # the byte range of each member's content (npy header + array)
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        for info in archive.infolist():
-            offset = info.header_offset
-            name_size, extra_size = np.frombuffer(
-                data[offset + 26 : offset + 30], "<u2"
-            )
-            start = offset + 30 + int(name_size) + int(extra_size)
-            members.append(range(start, start + info.compress_size))
-    for position in range(0, len(data), 17):
-        damaged = bytearray(data)
-        damaged[position] ^= 0x5A
-        try:
-            loaded = load_bytes(bytes(damaged))
-        except ValueError:
-            continue
-        assert not any(position in member for member in members), position
-        np.testing.assert_array_equal(loaded.predict_proba(X), expected)
-        np.testing.assert_array_equal(loaded.classes, net.classes)
-
-
-def test_not_an_archive(tmp_path):
-    with pytest.raises(ValueError, match="not a readable"):
-        load_bytes(b"hello, this is not a zip file" * 10)
-    buffer = io.BytesIO()
-    np.save(buffer, np.arange(10))
-    with pytest.raises(ValueError, match="not a readable"):
-        load_bytes(buffer.getvalue())
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("format_version.npy", b"\x93NUMPY garbage garbage")
-    with pytest.raises(ValueError, match="not a readable"):
-        load_bytes(buffer.getvalue())
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("notes.txt", b"hello")
-    with pytest.raises(ValueError, match="unexpected member"):
-        load_bytes(buffer.getvalue())
-    path = tmp_path / "garbage.npz"
-    path.write_bytes(b"PK\x03\x04" + bytes(200))
-    with pytest.raises(ValueError, match=str(path.name)):
-        SparseMLP.load(path)
-    with pytest.raises(FileNotFoundError):
-        SparseMLP.load(tmp_path / "missing.npz")
-
-
-def test_every_key_is_required():
-    net, data = reference_file()
-    arrays = raw_arrays(data)
-    for key in arrays:
-        with pytest.raises(ValueError, match=f"missing key '{key}'"):
-            load_bytes(rewritten(arrays, **{key: None}))
-
-
-@pytest.mark.parametrize(
-    "changes, match",
-    [
-        (dict(format_version=np.array(2)), "format_version 2 is not supported"),
-        (dict(format_version=np.array("1")), "format_version"),
-        (dict(format_version=np.array([1])), "format_version"),
-        (dict(n_layers=np.array(0)), "n_layers"),
-        (dict(n_layers=np.array(4)), "missing key 'layer3_kind'"),
-        (dict(n_layers=np.array(2)), "unexpected keys"),
-        (dict(extra=np.zeros(3)), "unexpected keys"),
-        (dict(layer0_kind=np.array("coo")), "layer0_kind"),
-        (dict(layer0_activation=np.array("softmax")), "layer0_activation"),
-        (dict(layer0_activation=np.array(["relu"])), "layer0_activation"),
-        (dict(layer0_shape=np.array([16, 20, 1])), "layer0_shape"),
-        (dict(layer0_shape=np.array([16.0, 20.0])), "layer0_shape"),
-        (dict(layer2_shape=np.array([4, 9])), "do not chain"),
-        (dict(layer0_bias=np.zeros(15, np.float32)), "bias"),
-        (dict(layer0_bias=np.zeros(16)), "layer0_bias"),  # float64, not float32
-        (dict(layer0_scales=np.full(16, np.nan, np.float32)), "scales"),
-        (dict(layer0_scales=np.zeros(16)), "layer0_scales"),
-        (dict(layer0_bits=np.array(4)), "values must lie in"),
-        (dict(layer0_bits=np.array(9)), "bits"),
-        (dict(classes=np.array(["a", "b"])), "classes"),
-        (dict(classes=np.array([1 + 2j, 0, 0, 0])), "classes"),
-    ],
-    ids=lambda v: str(v)[:40] if isinstance(v, str) else None,
-)
-def test_invalid_content(changes, match):
-    net, data = reference_file()
-    with pytest.raises(ValueError, match=match):
-        load_bytes(rewritten(raw_arrays(data), **changes))
-
-
-def test_invalid_structure():
-    """The whole sparse structure is checked, as the kernels trust it."""
-    net, data = reference_file()
-    arrays = raw_arrays(data)
-    indices, indptr = arrays["layer0_indices"], arrays["layer0_indptr"]
-    for bad_index in (20, 255):
-        changed = indices.copy()
-        changed[3] = bad_index
-        with pytest.raises(ValueError, match=r"indices must lie in \[0, 20\)"):
-            load_bytes(rewritten(arrays, layer0_indices=changed))
-    changed = indptr.copy()
-    changed[2], changed[3] = changed[3], changed[2]
-    with pytest.raises(ValueError, match="indptr must never decrease"):
-        load_bytes(rewritten(arrays, layer0_indptr=changed))
-    with pytest.raises(ValueError, match="indptr"):
-        load_bytes(rewritten(arrays, layer0_indptr=indptr[:-1]))
-    with pytest.raises(ValueError, match="layer0_indices"):
-        load_bytes(rewritten(arrays, layer0_indices=indices.astype(np.float64)))
-    values = arrays["layer0_data"]
-    with pytest.raises(ValueError, match="layer0_data"):
-        load_bytes(rewritten(arrays, layer0_data=values.astype(np.int32)))
-    changed = values.copy()
-    changed[0] = -128
-    with pytest.raises(ValueError, match="values must lie in"):
-        load_bytes(rewritten(arrays, layer0_data=changed))
-
-
-def test_invalid_float_and_block_layers():
-    weights, biases = dense_weights()
-    net = SparseMLP.from_dense(weights, biases, fmt=["bsr", "csr", "csr"])
-    arrays = raw_arrays(saved(net))
-    data = arrays["layer1_data"].copy()
-    data[0] = np.nan
-    with pytest.raises(ValueError, match="finite"):
-        load_bytes(rewritten(arrays, layer1_data=data))
-    with pytest.raises(ValueError, match="blocksize"):
-        load_bytes(rewritten(arrays, layer0_blocksize=np.array([2, 4])))
-    with pytest.raises(ValueError, match="layer0_data"):
-        load_bytes(rewritten(arrays, layer0_data=arrays["layer0_data"][:, 0]))
-    mismatch = arrays["layer1_data"].astype(np.float32)
-    with pytest.raises(ValueError, match="layer1_bias|one dtype"):
-        load_bytes(rewritten(arrays, layer1_data=mismatch))
-    layer2 = {k: v for k, v in arrays.items() if k.startswith("layer2_")}
-    swapped = {k.replace("layer2_", "layer1_"): v for k, v in layer2.items()}
-    with pytest.raises(ValueError, match="do not chain"):
-        load_bytes(rewritten(arrays, **swapped))
-
-
-def test_pickled_arrays_are_refused():
-    net, data = reference_file()
-    labels = np.array(["a", 1, 2.0, None], dtype=object)
-    with pytest.raises(ValueError, match="allow_pickle"):
-        load_bytes(rewritten(raw_arrays(data), classes=labels))
