@@ -4,7 +4,10 @@ fault, libgomp's abort) run in a subprocess, so that a regression fails the
 test instead of killing the run.  The attack suite that found them is in
 tests/test_attack_*.py."""
 
+import io
+import os
 import textwrap
+from contextlib import redirect_stderr, redirect_stdout
 from fractions import Fraction
 
 import numpy as np
@@ -13,6 +16,7 @@ from _support import rtol, run_python
 
 import kernels
 from kernels import _checks, solvers
+from kernels.__main__ import main
 
 
 def _subprocess(code, backend, timeout=300):
@@ -368,3 +372,75 @@ def test_from_dense_with_float32_and_float64_layers(backend):
     same = [w.astype(np.float32) for w in weights]
     assert kernels.SparseMLP.from_dense(same).dtype == np.float32
     assert kernels.SparseMLP.from_dense(weights, fmt="int8").dtype == np.float32
+
+
+# The command line and paths ------------------------------------------------
+
+
+def _run(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        status = main(argv)
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def hostile_paths(tmp_path):
+    """A directory, a missing path, a symbolic link loop and a FIFO."""
+    directory = tmp_path / "a directory"
+    directory.mkdir()
+    os.symlink(tmp_path / "loop2", tmp_path / "loop1")
+    os.symlink(tmp_path / "loop1", tmp_path / "loop2")
+    paths = {
+        "directory": (str(directory), "is a directory"),
+        "missing": (str(tmp_path / "missing.npz"), "no such"),
+        "loop": (str(tmp_path / "loop1"), "Too many levels of symbolic links"),
+    }
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo")
+        paths["fifo"] = (str(tmp_path / "fifo"), "not a regular file")
+    return paths
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    rng = np.random.default_rng(0)
+    model = kernels.SparseMLP.from_dense(
+        [rng.standard_normal((10, 64)).astype(np.float32)], classes=np.arange(10)
+    )
+    path = str(tmp_path / "model.npz")
+    model.save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["directory", "missing", "loop", "fifo"])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["predict", "{path}"],
+        ["predict", "{model}", "--data", "{path}"],
+        ["compress", "--data", "{path}"],
+        ["compress", "--out", "{path}"],
+        ["compress", "--plot", "{path}"],
+    ],
+    ids=["predict MODEL", "predict --data", "compress --data", "--out", "--plot"],
+)
+def test_paths_on_the_command_line(hostile_paths, model_file, kind, argv):
+    """An OS error on a path is one line on stderr and exit status 1, found
+    before any training (a FIFO would block the reader forever)."""
+    if kind not in hostile_paths:
+        pytest.skip("no FIFOs here")
+    path, reason = hostile_paths[kind]
+    argv = [a.format(path=path, model=model_file) for a in argv]
+    if argv[:2] == ["compress", "--out"] and kind == "missing":
+        return  # a new file to write: fine
+    if argv[:2] == ["compress", "--plot"]:
+        if kind == "missing":
+            return  # a new directory for the figures: fine
+        if kind == "directory":
+            return  # an existing directory for the figures: fine
+        reason = "is not a directory" if kind == "fifo" else reason
+    status, out, err = _run(argv)
+    assert status == 1, (status, out, err)
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("error: ") and reason in err, err
