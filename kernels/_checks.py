@@ -248,8 +248,15 @@ def float_dtype(dtype, name):
     return dtype
 
 
+# The largest dimension an array in memory can have (2**63 - 1 on 64-bit
+# machines, 2**31 - 1 on 32-bit boards): a larger one can be neither
+# allocated nor indexed, and overflows the C integers of the kernels.
+_INTP_MAX = int(np.iinfo(np.intp).max)
+
+
 def shape2(shape, name="shape"):
-    """A matrix shape: a pair of non-negative integers, as a tuple of ints."""
+    """A matrix shape: a pair of non-negative integers, each at most the
+    largest ``np.intp``, as a tuple of ints."""
     try:
         items = tuple(shape)
     except TypeError:
@@ -258,7 +265,9 @@ def shape2(shape, name="shape"):
         ) from None
     if len(items) != 2:
         raise ValueError(f"{name} must be a pair (m, n), got {shape!r}")
-    return tuple(integer(value, name, minimum=0) for value in items)
+    return tuple(
+        integer(value, name, minimum=0, maximum=_INTP_MAX) for value in items
+    )
 
 
 def index_array(a, name):

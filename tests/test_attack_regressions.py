@@ -162,6 +162,23 @@ def test_a_true_thread_count_does_not_take_the_plan_of_one_thread(backend, rng):
             kernels.spmv(A, x, threads=bad, backend=backend)
 
 
+@pytest.mark.parametrize("n", [2**63, 2**64, 2**100])
+def test_a_dimension_beyond_intp_is_a_value_error(backend, n):
+    """Found by the attack suite: a (0, 2**63) CSRMatrix was accepted and
+    its product raised OverflowError (building the one-sample plan).  A
+    dimension is at most the largest np.intp, as for any array."""
+    empty = (np.zeros(0), np.zeros(0, np.int32), np.zeros(1, np.int32))
+    with pytest.raises(ValueError, match="shape must be <="):
+        kernels.CSRMatrix(*empty, (0, n))
+    with pytest.raises(ValueError, match="shape must be <="):
+        kernels.BSRMatrix(np.zeros((0, 1, 1)), *empty[1:], (0, n))
+    with pytest.raises(ValueError, match="shape must be <="):
+        kernels.QuantizedCSR(np.zeros(0, np.int8), *empty[1:], np.zeros(0), (0, n))
+    largest = kernels.CSRMatrix(*empty, (0, np.iinfo(np.intp).max))
+    with pytest.raises(ValueError, match="x must have shape"):
+        kernels.spmv(largest, np.zeros(1), backend=backend)
+
+
 # Silent wrong answers ------------------------------------------------------
 
 
