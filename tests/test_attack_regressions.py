@@ -257,6 +257,44 @@ def test_nan_labels_in_the_estimator(backend):
         kernels.SparseLogisticRegression(backend=backend).fit(X, y)
 
 
+# scikit-learn's estimator checks, one reproducer each (test_sklearn_checks.py
+# runs all of them on the default backend)
+
+
+@pytest.mark.parametrize("name", ["SparseLogisticRegression", "SparseLinearRegression"])
+def test_estimators_check_their_input_as_scikit_learn_does(backend, name):
+    pytest.importorskip("sklearn")
+    from sklearn.exceptions import NotFittedError
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 3))
+    y = (X[:, 0] > 0).astype(int) if "Logistic" in name else X @ [1.0, -2.0, 0.5]
+    make = lambda: getattr(kernels, name)(max_epochs=5, backend=backend)  # noqa: E731
+    unfitted = make()
+    for method in ("predict", "decision_function"):
+        if hasattr(unfitted, method):
+            with pytest.raises(NotFittedError):
+                getattr(unfitted, method)(X)
+    with pytest.raises(ValueError, match="0 sample"):
+        make().fit(X[:0], y[:0])
+    with pytest.raises(ValueError, match="Expected 2D array"):
+        make().fit(X[:, 0], y)
+    with pytest.raises(ValueError, match="y should be a 1d array"):
+        make().fit(X, np.stack([y, y], axis=1))
+    first, second = make().fit(X, y), make().fit(X, y)  # the seed is a parameter
+    np.testing.assert_array_equal(first.coef_, second.coef_)
+    for bad in (np.nan, np.inf):
+        X_bad = X.copy()
+        X_bad[3, 1] = bad
+        with pytest.raises(ValueError, match="Input X contains"):
+            first.predict(X_bad)
+    with pytest.raises(ValueError, match="X has 2 features"):
+        first.predict(X[:, :2])
+    if "Logistic" in name:
+        with pytest.raises(ValueError, match="Unknown label type: continuous"):
+            make().fit(X, X[:, 0])
+
+
 def _exact_projection(x, radius):
     """The projection of x on the l1 ball, in exact rational arithmetic
     (the sort-based algorithm on Fractions): the oracle."""
