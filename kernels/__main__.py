@@ -112,16 +112,21 @@ def main(argv=None):
 
 
 def _compression_command(args):
-    """Run demo, compress or predict; bad input is one line on stderr and
-    exit status 1."""
+    """Run demo, compress or predict; bad input, and an OSError on a path
+    (missing, a directory, a symbolic link loop, unreadable, a full disk),
+    is one line on stderr and exit status 1."""
     from kernels import _compress_cli as cli
 
     try:
         if args.command == "predict":
             return cli.run_predict(args)
         return cli.run_compress(args)
-    except (ValueError, TypeError, OSError, FloatingPointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"error: {cli.os_error_message(exc)}", file=sys.stderr)
+        return 1
+    except (ValueError, TypeError, FloatingPointError) as exc:
+        message = " ".join(str(exc).split())  # one line, whatever the message
+        print(f"error: {message}", file=sys.stderr)
         return 1
 
 

@@ -10,6 +10,12 @@ boolean and other real floating dtypes are converted (float16 to float32,
 everything else to float64); complex, object and string data are a
 TypeError.
 
+Byte order: an array in non-native byte order (a big-endian file read on a
+little-endian machine) is of the dtype its kind and size say: ``>f4`` is
+float32, converted to native order by the copy any conversion makes.
+
+Shapes: a 0-d array (or a Python scalar) stays 0-d.
+
 Index arrays: int32 and int64 are both accepted and kept.  NumPy's
 ``bincount``, ``repeat`` (its counts) and ``ufunc.reduceat`` take only
 integers that convert to ``np.intp`` under 'safe' casting, and ``np.intp``
@@ -21,6 +27,7 @@ values always fit, as they index an array in memory).
 import math
 import numbers
 import operator
+import os
 
 import numpy as np
 
@@ -33,9 +40,15 @@ def _describe(value):
     return f"{type(value).__name__} {value!r}"
 
 
+def _native(dtype):
+    """``dtype`` in native byte order (the same dtype for other kinds)."""
+    return dtype if dtype.isnative else dtype.newbyteorder("=")
+
+
 def result_dtype(dtype, name):
-    """The floating dtype an input of ``dtype`` is computed in."""
-    dtype = np.dtype(dtype)
+    """The floating dtype an input of ``dtype`` is computed in (native
+    byte order)."""
+    dtype = _native(np.dtype(dtype))
     if dtype in FLOAT_DTYPES:
         return dtype
     if dtype == np.float16:
@@ -49,8 +62,9 @@ def result_dtype(dtype, name):
 
 
 def as_float_array(x, name="x", dtype=None):
-    """``x`` as a C-contiguous float32 or float64 array (no copy when it
-    already is one), converted by the module's dtype rules or to ``dtype``."""
+    """``x`` as a C-contiguous float32 or float64 array of its own shape (a
+    0-d input stays 0-d; no copy when it already is one), converted by the
+    module's dtype rules or to ``dtype``."""
     if not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)
@@ -58,7 +72,8 @@ def as_float_array(x, name="x", dtype=None):
             raise TypeError(f"{name} must be array-like, got {_describe(x)}") from exc
     natural = result_dtype(x.dtype, name)
     target = natural if dtype is None else np.dtype(dtype)
-    return np.ascontiguousarray(x, dtype=target)
+    # not np.ascontiguousarray, which turns a 0-d array into shape (1,)
+    return np.asarray(x, dtype=target, order="C")
 
 
 def require_finite(x, name):
@@ -99,6 +114,39 @@ def integer(value, name, *, minimum=None, maximum=None):
     return value
 
 
+def _usable_cpus():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# The most threads a caller may ask for.  The compiled kernels take a C int
+# and allocate scratch per thread, and an OpenMP runtime that cannot create
+# a thread aborts the process, so an absurd count is refused here rather
+# than passed on; no machine this library targets has more CPUs.
+MAX_THREADS = 1024
+# The CPUs this process may run on (its affinity mask, read at import): the
+# most threads a kernel is ever started on.
+USABLE_CPUS = max(1, min(_usable_cpus(), MAX_THREADS))
+
+
+def threads(value, name="threads"):
+    """A thread count asked for: None (automatic) or an integer in [1,
+    MAX_THREADS], as a Python int.  TypeError for a non-integer (bool
+    included), ValueError outside the range."""
+    if value is None:
+        return None
+    return integer(value, name, minimum=1, maximum=MAX_THREADS)
+
+
+def started_threads(value):
+    """The threads a parallel kernel runs on for the valid request ``value``
+    (an int from ``threads``): at most the usable CPUs, as more threads
+    than CPUs only wait for each other."""
+    return min(value, USABLE_CPUS)
+
+
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -133,7 +181,7 @@ def per_coordinate(value, name, shape, dtype, *, minimum=None):
             f"got shape {array.shape}"
         ) from None
     with np.errstate(over="ignore"):
-        return np.ascontiguousarray(array, dtype=dtype)
+        return np.asarray(array, dtype=dtype, order="C")
 
 
 def output_buffer(out, x, name="out"):
@@ -175,7 +223,13 @@ def inplace_array(w, name):
     if not isinstance(w, np.ndarray):
         raise TypeError(f"{name} must be a NumPy array, got {_describe(w)}")
     if w.dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64, got dtype {w.dtype}")
+        given = (
+            w.dtype
+            if w.dtype.isnative
+            else f"{w.dtype.str} (non-native byte order, which cannot be updated "
+            "in place)"
+        )
+        raise TypeError(f"{name} must be float32 or float64, got dtype {given}")
     if not w.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous to be updated in place")
     if not w.flags.writeable:
@@ -186,7 +240,7 @@ def inplace_array(w, name):
 def float_dtype(dtype, name):
     """``dtype`` as float32 or float64 (the dtypes a kernel computes in)."""
     try:
-        dtype = np.dtype(dtype)
+        dtype = _native(np.dtype(dtype))
     except TypeError:
         raise TypeError(f"{name} must be float32 or float64, got {dtype!r}") from None
     if dtype not in FLOAT_DTYPES:
@@ -194,8 +248,15 @@ def float_dtype(dtype, name):
     return dtype
 
 
+# The largest dimension an array in memory can have (2**63 - 1 on 64-bit
+# machines, 2**31 - 1 on 32-bit boards): a larger one can be neither
+# allocated nor indexed, and overflows the C integers of the kernels.
+_INTP_MAX = int(np.iinfo(np.intp).max)
+
+
 def shape2(shape, name="shape"):
-    """A matrix shape: a pair of non-negative integers, as a tuple of ints."""
+    """A matrix shape: a pair of non-negative integers, each at most the
+    largest ``np.intp``, as a tuple of ints."""
     try:
         items = tuple(shape)
     except TypeError:
@@ -204,7 +265,9 @@ def shape2(shape, name="shape"):
         ) from None
     if len(items) != 2:
         raise ValueError(f"{name} must be a pair (m, n), got {shape!r}")
-    return tuple(integer(value, name, minimum=0) for value in items)
+    return tuple(
+        integer(value, name, minimum=0, maximum=_INTP_MAX) for value in items
+    )
 
 
 def index_array(a, name):
@@ -267,6 +330,133 @@ def compressed_structure(indices, indptr, n_major, n_minor, nnz, *, full=True):
                 f"indices must lie in [0, {n_minor}), got {bad} at position "
                 f"{int(np.flatnonzero(indices == bad)[0])}"
             )
+
+
+def group_pointer(groups, size, of):
+    """The group pointer of ``groups`` over ``size`` entries: int64 offsets,
+    n_groups + 1 of them from 0 to ``size``, group g being entries
+    pointer[g]:pointer[g + 1].  ``groups`` is a group size (equal contiguous
+    groups, which must divide ``size``) or a 1-D array of group sizes
+    (non-negative integers adding up to ``size``; the pointer is their
+    cumulative sum).  ``of`` names ``size`` in the error messages.
+
+    Sizes are checked before they are summed, and the sum is checked for
+    wrapping around: sizes whose int64 sum wraps to ``size`` (2**63 - 1
+    twice and 14, say) are refused, not turned into a pointer that runs out
+    of the array."""
+    if is_scalar(groups):
+        group_size = integer(groups, "groups", minimum=1)
+        if size % group_size:
+            raise ValueError(
+                f"groups={group_size} must divide {of}={size} into equal groups"
+            )
+        return np.arange(0, size + 1, group_size, dtype=np.int64)
+    try:
+        sizes = np.asarray(groups)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise TypeError(
+            f"groups must be an int or a 1-D array of integer group sizes, got "
+            f"{_describe(groups)}"
+        ) from exc
+    if sizes.ndim != 1:
+        raise ValueError(
+            f"groups must be a 1-D array of integer group sizes, got {sizes.dtype} "
+            f"array of shape {sizes.shape}"
+        )
+    if (
+        sizes.size
+        and sizes.dtype.kind in "fO"
+        and not isinstance(groups, np.ndarray)
+        and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool | np.bool_)
+            for v in groups
+        )
+    ):
+        # Python ints that NumPy rounded to float64 (a list mixing negative
+        # values or values below 2**63 with values from 2**63 on) or kept as
+        # objects (beyond uint64): checked exactly, as Python ints
+        values = [int(v) for v in groups]
+        if min(values) < 0:
+            raise ValueError("groups (group sizes) must be non-negative")
+        if max(values) > size:
+            raise ValueError(
+                f"groups (group sizes) must each be at most {of}={size}, got "
+                f"{max(values)}"
+            )
+        sizes = np.array(values, dtype=np.int64)
+    if sizes.size and sizes.dtype.kind not in "iu":
+        raise TypeError(
+            f"groups (group sizes) must be integers, got dtype {sizes.dtype}"
+        )
+    if sizes.size:
+        if sizes.min() < 0:
+            raise ValueError("groups (group sizes) must be non-negative")
+        if sizes.max() > size:
+            raise ValueError(
+                f"groups (group sizes) must each be at most {of}={size}, got "
+                f"{sizes.max()}"
+            )
+    pointer = np.zeros(sizes.size + 1, dtype=np.int64)
+    # each size fits in int64 now; a partial sum past 2**63 - 1 wraps to a
+    # negative value, which the pointer's decrease reveals
+    np.cumsum(sizes, out=pointer[1:], dtype=np.int64)
+    if (pointer[1:] < pointer[:-1]).any():
+        raise ValueError(
+            f"groups (group sizes) must add up to {of}={size}, got a sum beyond "
+            "2**63 - 1"
+        )
+    if pointer[-1] != size:
+        raise ValueError(
+            f"groups (group sizes) must add up to {of}={size}, got {pointer[-1]}"
+        )
+    return pointer
+
+
+def segment_sums(values, pointer):
+    """The sum of ``values`` over each segment pointer[g]:pointer[g + 1] of
+    a valid pointer (a CSR indptr, a group pointer), 0 for an empty
+    segment, as float64.  O(len(values) + segments).
+
+    ``np.add.reduceat`` alone gives an empty segment the value at its start
+    (and fails when that start is len(values), as for an empty last row),
+    so it is given the starts of the non-empty segments only."""
+    pointer = pointer.astype(np.intp, copy=False)
+    sums = np.zeros(pointer.size - 1)
+    nonempty = np.flatnonzero(pointer[1:] > pointer[:-1])
+    if nonempty.size:
+        sums[nonempty] = np.add.reduceat(values, pointer[nonempty], dtype=np.float64)
+    return sums
+
+
+def class_labels(y, name="y"):
+    """(classes, codes) of the labels ``y`` (1-D): the sorted distinct
+    labels and each entry's index among them (``np.unique``).  Labels may be
+    numbers, strings or other sortable objects; NaN and infinities are a
+    ValueError (np.unique would make NaN one more class), labels that cannot
+    be sorted a TypeError."""
+    if y.dtype.kind in "fc":
+        if not np.isfinite(y).all():
+            raise ValueError(
+                f"{name} (labels) must not contain NaN or inf, got "
+                f"{np.count_nonzero(~np.isfinite(y))} such entries"
+            )
+    elif y.dtype.kind in "mM":
+        if np.isnat(y).any():
+            raise ValueError(f"{name} (labels) must not contain NaT")
+    elif y.dtype == object:
+        with np.errstate(invalid="ignore"):
+            differs = np.asarray(y != y)
+        if differs.shape == y.shape and differs.dtype == bool and differs.any():
+            raise ValueError(
+                f"{name} (labels) must not contain NaN (a label unequal to itself)"
+            )
+    try:
+        return np.unique(y, return_inverse=True)
+    except TypeError as exc:
+        raise TypeError(
+            f"{name} (labels) must be of one sortable type (numbers or "
+            f"strings), got {exc}"
+        ) from None
 
 
 def row_ids(indptr):

@@ -4,6 +4,7 @@
 import functools
 import json
 import os
+import stat
 import time
 
 import numpy as np
@@ -166,12 +167,70 @@ def _hidden(text):
     return widths
 
 
+def os_error_message(exc):
+    """One line for an OSError on a path: "PATH: reason" (the reason in
+    words, without the errno)."""
+    reason = exc.strerror or str(exc)
+    path = exc.filename
+    return reason if path is None else f"{os.fsdecode(path)}: {reason}"
+
+
+def input_file(path, option, missing="no such file"):
+    """``path`` if it names a regular file that exists (after symbolic
+    links), else a ValueError of one line naming ``option`` and the path: a
+    missing path, a directory, a symbolic link loop, a FIFO or a device
+    (which would block or never end) are refused before anything is read
+    or trained."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise ValueError(f"{option}: {missing}: {path}") from None
+        raise ValueError(f"{option}: {os_error_message(exc)}") from None
+    if stat.S_ISDIR(mode):
+        raise ValueError(f"{option}: {path}: is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise ValueError(
+            f"{option}: {path}: not a regular file (a FIFO, device or socket)"
+        )
+    return path
+
+
+def _output_file(path, option):
+    """Refuse, before training, an output path that exists but is not a
+    regular file, or whose directory does not exist."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"{option}: no such directory: {directory}")
+    if os.path.lexists(path):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise ValueError(f"{option}: {os_error_message(exc)}") from None
+        if stat.S_ISDIR(mode):
+            raise ValueError(f"{option}: {path}: is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise ValueError(
+                f"{option}: {path}: not a regular file (a FIFO, device or socket)"
+            )
+
+
+def _output_directory(path, option):
+    """Refuse, before training, a path for figures that exists but is not a
+    directory (or is a symbolic link loop)."""
+    if os.path.lexists(path):
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise ValueError(f"{option}: {os_error_message(exc)}") from None
+        if not stat.S_ISDIR(mode):
+            raise ValueError(f"{option}: {path}: exists and is not a directory")
+
+
 def _dataset(spec):
     if spec == "digits":
         return pipeline.load_digits()
-    if not os.path.exists(spec):
-        raise ValueError(f"--data: no such file: {spec}")
-    return pipeline.load_dataset(spec)
+    return pipeline.load_dataset(input_file(spec, "--data"))
 
 
 def _options(args):
@@ -226,11 +285,11 @@ def _require_matplotlib():
 def run_compress(args):
     """``demo`` and ``compress``: train, compress, print, save."""
     options = _options(args)
-    plt = _require_matplotlib() if args.plot else None
     if args.out:
-        directory = os.path.dirname(os.path.abspath(args.out))
-        if not os.path.isdir(directory):
-            raise ValueError(f"--out: no such directory: {directory}")
+        _output_file(args.out, "--out")
+    if args.plot:
+        _output_directory(args.plot, "--plot")
+    plt = _require_matplotlib() if args.plot else None
     data = _dataset(getattr(args, "data", "digits"))
     progress = Progress(not args.quiet)
     try:
@@ -345,14 +404,14 @@ def run_predict(args):
     print accuracy and latency on the data file's test set."""
     from kernels.nn import SparseMLP
 
-    if not os.path.exists(args.model):
-        raise ValueError(f"no such model file: {args.model}")
-    model = SparseMLP.load(args.model, backend=args.backend)
+    model = SparseMLP.load(
+        input_file(args.model, "MODEL", "no such model file"), backend=args.backend
+    )
     if args.data == "digits":
         data = pipeline.load_digits()
         X, labels = data.X_test, data.classes[data.y_test]
     else:
-        X, labels = _test_set(args.data)
+        X, labels = _test_set(input_file(args.data, "--data"))
     if X.shape[1] != model.in_features:
         raise ValueError(
             f"the model takes {model.in_features} features but the data has "

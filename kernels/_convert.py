@@ -63,7 +63,7 @@ def dense_layers(
     elif "int8" in fmts or any(packed):
         dtype = np.dtype(np.float32)
     else:
-        dtype = np.result_type(*weights)
+        dtype = _common_dtype(weights)
     options = zip(
         weights,
         biases,
@@ -90,6 +90,21 @@ def dense_layers(
         act = output_activation if i == n - 1 else activation
         layers.append(SparseLinear(weight, bias, act))
     return layers
+
+
+def _common_dtype(weights):
+    """The one dtype of ``weights`` (already float32 or float64): layers of
+    float32 and float64 are a ValueError rather than a silent upcast of the
+    float32 ones (``dtype`` chooses)."""
+    dtypes = [W.dtype for W in weights]
+    if any(d != dtypes[0] for d in dtypes):
+        first = next(i for i, d in enumerate(dtypes) if d != dtypes[0])
+        raise ValueError(
+            f"weights must share one dtype, got weights[0] in {dtypes[0]} and "
+            f"weights[{first}] in {dtypes[first]} (integer weights become "
+            "float64): pass dtype=np.float32 or dtype=np.float64 to convert them"
+        )
+    return dtypes[0]
 
 
 def sklearn_network(mlp):

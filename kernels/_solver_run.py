@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from kernels import _checks, prox
+from kernels import _checks
 from kernels._backend import kernels_for
 from kernels._codes import (
     LOSS_LOGISTIC,
@@ -116,14 +116,9 @@ class LinearProblem:
             data, indices, indptr = X._arrays
             self.n_samples, self.n_features = X.shape
             self.sparse = True
-            self.row_sq_norms = (
-                np.add.reduceat(
-                    np.square(data, dtype=np.float64), indptr[:-1].astype(np.intp)
-                )
-                if data.size
-                else np.zeros(self.n_samples)
+            self.row_sq_norms = _checks.segment_sums(
+                np.square(data, dtype=np.float64), indptr
             )
-            self.row_sq_norms[np.diff(indptr) == 0] = 0.0
         else:
             X = _checks.as_float_array(X, "X")
             if X.ndim != 2:
@@ -157,7 +152,7 @@ class LinearProblem:
             _checks.require_finite(y, "y")
             self.n_outputs = 1
         else:
-            self.classes, codes = np.unique(y, return_inverse=True)
+            self.classes, codes = _checks.class_labels(y, "y")
             if self.loss == LOSS_LOGISTIC and self.classes.size != 2:
                 raise ValueError(
                     f"the logistic loss needs exactly two classes in y, got "
@@ -234,14 +229,7 @@ class LinearProblem:
         if self.penalty == PENALTY_L1:
             value += self.l1 * l1_value((coef,))
         elif self.penalty == PENALTY_GROUP_L1:
-            squares = (
-                np.add.reduceat(
-                    np.sum(coef * coef, axis=1), self.group_ptr[:-1].astype(np.intp)
-                )
-                if self.n_features
-                else _EMPTY
-            )
-            squares[np.diff(self.group_ptr) == 0] = 0.0
+            squares = _checks.segment_sums(np.sum(coef * coef, axis=1), self.group_ptr)
             value += self.l1 * group_l1_value(np.sqrt(squares), self.group_weights)
         elif self.penalty == PENALTY_L0:
             value += self.l1 * l0_value((coef,))
@@ -275,7 +263,7 @@ def _group_pointer(groups, n_features):
         raise ValueError(
             "penalty='group_l1' needs groups: a group size or a list of sizes"
         )
-    return prox._group_pointer(groups, n_features, "n_features")
+    return _checks.group_pointer(groups, n_features, "n_features")
 
 
 # The driver shared by every solver ------------------------------------------

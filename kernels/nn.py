@@ -292,7 +292,7 @@ def _check_backend(backend):
 
 
 def _check_threads(threads):
-    return None if threads is None else _checks.integer(threads, "threads", minimum=1)
+    return _checks.threads(threads)
 
 
 class _BatchBuffers:
@@ -565,13 +565,14 @@ class SparseMLP:
         backend = self._backend if backend is None else _check_backend(backend)
         threads = self._threads if threads is None else threads
         batch = 1 if X.ndim == 1 else X.shape[0]
+        n_threads = _n_threads(threads, self._nnz * batch)
+        kernels = kernels_for("sparse", backend)
         buffers = self._buffers.take(batch)
         if batch == 1 and X.dtype == self._dtype and X.flags.c_contiguous:
             H = X.reshape(n, 1)  # a view: the kernels only read it
         else:
             H = buffers[0]
             np.copyto(H, X.T if X.ndim == 2 else X[:, None], casting="unsafe")
-        n_threads = _n_threads(threads, self._nnz * batch)
         for layer, out in zip(self._layers, buffers[1:], strict=True):
             # out = activation(W @ H + bias): the layer kernel, called
             # directly (H and out are C-contiguous and of the weight's dtype;

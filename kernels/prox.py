@@ -19,10 +19,14 @@ is None, and calls one kernel of the chosen backend.  Common behaviour:
   default (``kernels.get_backend()``).
 """
 
+import math
+
 import numpy as np
 
 from kernels import _checks
 from kernels._backend import kernels_for
+
+_FLOAT64_MAX = float(np.finfo(np.float64).max)
 
 __all__ = [
     "prox_l1",
@@ -87,42 +91,7 @@ def _group_layout(groups, shape):
         raise ValueError(
             f'groups must be "rows", "cols", an int or sizes, got {groups!r}'
         )
-    return "ptr", _group_pointer(groups, size, "x.size")
-
-
-def _group_pointer(groups, size, of):
-    """The group pointer of ``groups`` over ``size`` entries: int64 offsets,
-    n_groups + 1 of them from 0 to ``size``, group g being entries
-    pointer[g]:pointer[g + 1].  ``groups`` is a group size (equal contiguous
-    groups, which must divide ``size``) or a 1-D array of group sizes
-    (non-negative integers adding up to ``size``; the pointer is their
-    cumulative sum).  ``of`` names ``size`` in the error messages."""
-    if _checks.is_scalar(groups):
-        group_size = _checks.integer(groups, "groups", minimum=1)
-        if size % group_size:
-            raise ValueError(
-                f"groups={group_size} must divide {of}={size} into equal groups"
-            )
-        return np.arange(0, size + 1, group_size, dtype=np.int64)
-    sizes = np.asarray(groups)
-    if sizes.size and sizes.dtype.kind not in "iu":
-        raise TypeError(
-            f"groups (group sizes) must be integers, got dtype {sizes.dtype}"
-        )
-    if sizes.ndim != 1:
-        raise ValueError(
-            f"groups must be a 1-D array of integer group sizes, got {sizes.dtype} "
-            f"array of shape {sizes.shape}"
-        )
-    if (sizes < 0).any():
-        raise ValueError("groups (group sizes) must be non-negative")
-    pointer = np.zeros(sizes.size + 1, dtype=np.int64)
-    np.cumsum(sizes, out=pointer[1:])
-    if pointer[-1] != size:
-        raise ValueError(
-            f"groups (group sizes) must add up to {of}={size}, got {pointer[-1]}"
-        )
-    return pointer
+    return "ptr", _checks.group_pointer(groups, size, "x.size")
 
 
 def _group_shrink(x, l1, threshold, groups, weights, out, backend):
@@ -233,6 +202,16 @@ def project_l1_ball(x, radius, out=None, backend=None):
     ``x``).  Inside the ball ``x`` is returned unchanged (copied to ``out``);
     outside it is soft-thresholded by the tau that puts it on the sphere.
     ``x`` must be finite.  O(n) expected in the compiled backends.
+
+    Accurate to a few units of rounding of ``radius`` in x's dtype on every
+    finite input, whatever the magnitudes (float32 entries of 1e38 and
+    radius 1; float64 entries whose l1 norm overflows): when ``max|x| >
+    radius`` the kernels project v = sign(x) * max((|x| - max|x|) + radius,
+    0), whose projection is x's (soft thresholding by less than the
+    projection's own threshold commutes with it) and whose entries are at
+    most ``radius``, so that the threshold is not lost in the rounding of
+    |x| - tau; that costs one temporary of x's size.  A vector whose l1 norm
+    could overflow float64 is projected scaled by a power of two.
     """
     x = _checks.as_float_array(x)
     radius = _checks.scalar(radius, "radius", minimum=0.0)
@@ -240,9 +219,24 @@ def project_l1_ball(x, radius, out=None, backend=None):
     buffer = _checks.output_buffer(out, x)
     kernels = kernels_for("prox", backend)
     flat = x.reshape(-1)
-    tau = kernels.l1_ball_threshold(flat, radius)
     dtype = x.dtype.type
-    kernels.soft_threshold(flat, dtype(tau), dtype(1.0), buffer.reshape(-1))
+    largest = max(float(flat.max()), -float(flat.min())) if flat.size else 0.0
+    if largest > radius:  # then ||x||_1 >= max|x| > radius: outside the ball
+        shifted = np.abs(flat)
+        shifted -= dtype(largest)  # exact for the entries within radius of it
+        shifted += _checks.cast(radius, dtype)
+        np.maximum(shifted, 0, out=shifted)
+        flat = np.copysign(shifted, flat, out=shifted)
+        largest = radius
+    scale = 1.0
+    if largest * flat.size > _FLOAT64_MAX / 4:  # ||x||_1 might overflow float64
+        # log2(largest * size) without overflowing the product
+        bits = math.log2(largest) + math.log2(flat.size) - math.log2(_FLOAT64_MAX)
+        scale = 2.0 ** math.ceil(bits + 2)
+        flat = flat / dtype(scale)
+        radius /= scale
+    tau = kernels.l1_ball_threshold(flat, radius)
+    kernels.soft_threshold(flat, dtype(tau), dtype(scale), buffer.reshape(-1))
     return _checks.deliver(out, buffer)
 
 

@@ -36,8 +36,13 @@ Common behaviour:
 * ``threads``: None picks 1 for products of fewer than
   ``PARALLEL_MIN_WORK`` multiply-adds (nnz * batch), where starting
   threads costs more than it saves, and otherwise one thread per CPU this
-  process may run on; an int >= 1 asks for exactly that many.  The numpy
-  backend ignores it; ``spmv_t`` is serial (a scatter) and only validates it.
+  process may run on; an int from 1 to ``kernels._checks.MAX_THREADS``
+  (1024; above it a ValueError, a non-integer a TypeError) asks for that
+  many, of which at most the usable CPUs (the process's affinity mask at
+  import) are started: more would only wait for each other, and an OpenMP
+  runtime that cannot create a thread aborts the process.  The result does
+  not depend on the count.  The numpy backend ignores it; ``spmv_t`` is
+  serial (a scatter) and only validates it.
 * ``backend`` is "cython", "numba" or "numpy"; None uses the current
   default (``kernels.get_backend()``).
 
@@ -47,7 +52,6 @@ compiled kernels do not check bounds).  Values may be modified freely.
 """
 
 import math
-import os
 import sys
 
 import numpy as np
@@ -69,22 +73,18 @@ _INT32_MAX = int(np.iinfo(np.int32).max)
 _INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
-def _usable_cpus():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-_CPUS = _usable_cpus()
+_CPUS = _checks.USABLE_CPUS
+_MAX_THREADS = _checks.MAX_THREADS
 
 
 def _n_threads(threads, work):
+    """The threads a product of ``work`` multiply-adds runs on for the
+    ``threads`` argument, validated (``_checks.threads``)."""
     if threads is None:
         return 1 if work < PARALLEL_MIN_WORK else _CPUS
-    if type(threads) is int and threads >= 1:
-        return threads
-    return _checks.integer(threads, "threads", minimum=1)
+    if type(threads) is int and 1 <= threads <= _MAX_THREADS:
+        return threads if threads <= _CPUS else _CPUS
+    return _checks.started_threads(_checks.threads(threads))
 
 
 def _scipy_sparse():
@@ -770,6 +770,8 @@ def _matvec_plan(A, threads, backend):
     ``backend`` arguments runs on one thread; else None (the general path
     then validates the arguments).  The answer for a (backend, threads)
     pair is remembered on A: after the first call, one dict look-up."""
+    if threads is not None and type(threads) is not int:
+        return None  # True and 1.0 would find the memo of 1: not a plan case
     key = (get_backend() if backend is None else backend, threads)
     try:
         return A._plan_memo[key]
@@ -847,8 +849,7 @@ def spmv_t(A, x, out=None, alpha=1.0, beta=0.0, threads=None, backend=None):
     dtype = A.dtype
     x = _vector(x, m, dtype, "x")
     alpha, beta = _coefficients(alpha, beta, out)
-    if threads is not None:
-        _checks.integer(threads, "threads", minimum=1)
+    _checks.threads(threads)
     y = _output_vector(out, n, dtype, x, beta != 0)
     if A._kernels[1] is None:
         raise TypeError(f"spmv_t does not take a {type(A).__name__}")

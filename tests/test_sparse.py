@@ -438,7 +438,9 @@ def test_threads(fmt, threads, backend, rng):
 def test_default_threads_follow_the_work_size(backend, rng):
     assert sparse._n_threads(None, sparse.PARALLEL_MIN_WORK - 1) == 1
     assert sparse._n_threads(None, sparse.PARALLEL_MIN_WORK) == sparse._CPUS >= 1
-    assert sparse._n_threads(3, 0) == 3
+    # an explicit count is started on at most the usable CPUs
+    assert sparse._n_threads(3, 0) == min(3, sparse._CPUS)
+    assert sparse._n_threads(1, 10**9) == 1
     # a product above the threshold, on the default thread count
     A, dense = make_csr(rng, (2000, 500), np.float64, per_row=20)
     X = rng.uniform(-1, 1, (500, 16))
