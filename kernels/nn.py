@@ -566,7 +566,6 @@ class SparseMLP:
         threads = self._threads if threads is None else threads
         batch = 1 if X.ndim == 1 else X.shape[0]
         n_threads = _n_threads(threads, self._nnz * batch)
-        kernels = kernels_for("sparse", backend)
         buffers = self._buffers.take(batch)
         if batch == 1 and X.dtype == self._dtype and X.flags.c_contiguous:
             H = X.reshape(n, 1)  # a view: the kernels only read it
