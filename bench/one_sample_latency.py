@@ -6,11 +6,11 @@ of a 64-300-100-10 float32 network (``kernels.benchmarks.nn``'s
 A script, not an asv benchmark (asv's own timing loop adds more than the
 microsecond measured here)::
 
-    python -m bench.one_sample_latency [MODEL.npz] [--backend cython]
+    python -m bench.one_sample_latency [MODEL.bin] [--backend cython]
         [--repeat 31] [--number 20000]
 
-MODEL.npz is a file written by ``SparseMLP.save`` (default
-/tmp/digits_model.npz; when it does not exist, a 64-25-28-10 int8 model of
+MODEL.bin is a file written by ``SparseMLP.save`` (default
+/tmp/digits_model.bin; when it does not exist, a 64-25-28-10 int8 model of
 random weights at about 15% density stands in).  Each figure is the median
 over ``repeat`` samples of ``number`` calls each, in microseconds per
 call, with the fastest sample beside it (on a shared machine the median
@@ -82,7 +82,7 @@ def timings_us(calls, repeat, number):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model", nargs="?", default="/tmp/digits_model.npz")
+    parser.add_argument("model", nargs="?", default="/tmp/digits_model.bin")
     parser.add_argument("--backend", default=None)
     parser.add_argument("--repeat", type=int, default=31)
     parser.add_argument("--number", type=int, default=20000)

@@ -48,7 +48,7 @@ def _parser():
         "and print its accuracy and latency on the X_test, y_test (or X, y) "
         "of an .npz file, or on the digits test split.",
     )
-    predict.add_argument("model", metavar="MODEL.npz")
+    predict.add_argument("model", metavar="MODEL.bin")
     predict.add_argument("--data", default="digits", metavar="digits|FILE.npz")
     predict.add_argument(
         "--backend", default=None, help="cython, numba or numpy (default: best)"

@@ -107,7 +107,7 @@ def add_training_options(parser, data=True):
     parser.add_argument("--seed", type=int, default=0)
     add_output_options(parser)
     parser.add_argument(
-        "--out", metavar="MODEL.npz", help="write the deployable model file"
+        "--out", metavar="MODEL.bin", help="write the deployable model file"
     )
     parser.add_argument(
         "--plot",
