@@ -265,9 +265,7 @@ def shape2(shape, name="shape"):
         ) from None
     if len(items) != 2:
         raise ValueError(f"{name} must be a pair (m, n), got {shape!r}")
-    return tuple(
-        integer(value, name, minimum=0, maximum=_INTP_MAX) for value in items
-    )
+    return tuple(integer(value, name, minimum=0, maximum=_INTP_MAX) for value in items)
 
 
 def index_array(a, name):
