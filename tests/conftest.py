@@ -34,6 +34,17 @@ BACKENDS = kernels.available_backends()
 DTYPES = (np.float32, np.float64)
 
 
+def pytest_collection_modifyitems(config, items):
+    """The long attack run (marker attack_long) runs only when selected
+    with ``-m attack_long``: the default run stays short."""
+    if "attack_long" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="the long attack run: pytest -m attack_long")
+    for item in items:
+        if "attack_long" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def backend(request):
     """Each backend that can run here."""
