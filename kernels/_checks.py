@@ -165,7 +165,12 @@ def is_scalar(value):
 
 def per_coordinate(value, name, shape, dtype, *, minimum=None):
     """An array broadcastable to ``shape``, returned C-contiguous with that
-    shape and ``dtype`` (broadcasting materialises a full-size copy)."""
+    shape and ``dtype`` (broadcasting materialises a full-size copy).  A
+    scalar given where arrays are accepted (``lower=0.0`` beside an array
+    ``upper``) follows the rules of ``scalar``: a bool is a TypeError there
+    as everywhere else."""
+    if is_scalar(value):
+        value = scalar(value, name, minimum=minimum)
     array = np.asarray(value)
     if array.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}")

@@ -404,6 +404,21 @@ def test_byte_order_does_not_change_the_result_dtype(backend, dtype_code):
     assert A.dtype == expected
 
 
+def test_a_bool_bound_beside_an_array_bound_is_a_type_error(backend):
+    """Found by the attack suite's long run: project_box(x, [1.0], True)
+    took True as 1.0, while project_box(x, 0.0, True) refused it.  A scalar
+    follows the scalar rules wherever it appears."""
+    x = np.array([0.5, 2.0])
+    for lower, upper in (([0.0, 0.0], True), (False, [1.0, 1.0]), (0.0, True)):
+        with pytest.raises(TypeError, match="must be a real number"):
+            kernels.project_box(x, lower, upper, backend=backend)
+    with pytest.raises(TypeError, match="threshold must be a real number"):
+        kernels.prox_l1(x, True, backend=backend)
+    np.testing.assert_array_equal(
+        kernels.project_box(x, 0.0, [1.0, 1.5], backend=backend), [0.5, 1.5]
+    )
+
+
 def test_byte_order_of_an_array_updated_in_place(backend):
     w = np.ones(3, ">f4")
     with pytest.raises(TypeError, match="non-native byte order"):

@@ -46,7 +46,9 @@ def attack(families, seed, examples, seconds=None, timeout=300):
         )
     summary = json.loads(lines[-1])
     findings = summary.get("findings", [])
-    assert result.returncode == 0 and not findings, "\n\n".join(findings)
+    assert result.returncode == 0 and not findings, "\n\n".join(
+        [*findings, json.dumps(summary["families"])]
+    )
     return summary
 
 
