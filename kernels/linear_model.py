@@ -62,9 +62,14 @@ except ImportError:
             return sorted(p for p in signature.parameters if p != "self")
 
         def get_params(self, deep=True):
+            """The constructor's keyword arguments and their current values
+            (``deep`` is accepted for scikit-learn's signature; these
+            estimators hold no sub-estimators)."""
             return {name: getattr(self, name) for name in self._get_param_names()}
 
         def set_params(self, **params):
+            """Set constructor parameters by name and return the estimator;
+            an unknown name is a ValueError listing the valid ones."""
             valid = self._get_param_names()
             for name, value in params.items():
                 if name not in valid:
