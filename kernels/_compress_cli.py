@@ -5,6 +5,7 @@ import functools
 import json
 import os
 import stat
+import sys
 import time
 
 import numpy as np
@@ -14,8 +15,6 @@ from kernels._progress import ProgressBar
 from kernels.benchmarks.timing import median_seconds, single_thread_blas
 from kernels.train import OPTIMIZERS, PENALTIES
 
-# The strengths of the --plot sweep, as multiples of --beta.
-SWEEP = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 # The optimizers of the --plot loss curves: (label, optimizer, lam).
 CURVES = (
     ("sgd", "sgd", None),
@@ -58,7 +57,42 @@ def add_training_options(parser, data=True):
         default="l1",
     )
     parser.add_argument(
-        "--beta", type=float, default=1.5e-2, help="l1 strength (default: 1.5e-2)"
+        "--max-drop",
+        type=float,
+        default=1.0,
+        metavar="POINTS",
+        help="the accuracy budget: the most compressed model at most POINTS "
+        "percentage points below the dense model on a validation split "
+        "(default: 1.0)",
+    )
+    parser.add_argument(
+        "--target-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the size budget instead: the most accurate model whose file fits "
+        "in N bytes",
+    )
+    parser.add_argument(
+        "--validation",
+        type=float,
+        default=0.33,
+        metavar="FRACTION",
+        help="the part of the training set held out to judge models by (default: 0.33)",
+    )
+    parser.add_argument(
+        "--confidence",
+        type=float,
+        default=0.0,
+        metavar="Z",
+        help="with --max-drop, clear the budget by Z standard errors of the "
+        "validation estimate (default: 0, the estimate itself)",
+    )
+    parser.add_argument(
+        "--beta",
+        type=float,
+        default=None,
+        help="l1 strength (default: searched for the budget)",
     )
     parser.add_argument(
         "--group-beta",
@@ -103,7 +137,14 @@ def add_training_options(parser, data=True):
         default=30,
         help="the dense baseline's training (default: 30)",
     )
-    parser.add_argument("--bits", type=int, choices=pipeline.BITS, default=8)
+    parser.add_argument(
+        "--bits",
+        type=int,
+        choices=pipeline.BITS,
+        default=None,
+        help="every layer's integer bits (default: chosen per layer, 8 to 2 "
+        "bits or float16, for the budget)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     add_output_options(parser)
     parser.add_argument(
@@ -112,7 +153,8 @@ def add_training_options(parser, data=True):
     parser.add_argument(
         "--plot",
         metavar="DIR",
-        help="write PNGs: accuracy against compression over a sweep of beta, "
+        help="write PNGs: the search's points (validation accuracy against "
+        "compression) and "
         "training loss against IFOs per optimizer (needs matplotlib)",
     )
 
@@ -128,17 +170,19 @@ def add_output_options(parser):
 
 class Progress:
     """The training phases' progress callback, ``progress(phase, done,
-    total, loss)``: one progress bar per phase on stderr (when it is a
-    terminal), with the loss and the phase's seconds."""
+    total, loss)``: one progress bar on stderr (when it is a terminal),
+    redrawn for each phase with the loss and the phase's seconds;
+    ``note(line)`` writes a line that stays (one per strength the search
+    trained), on a terminal or not, unless disabled (``--quiet``)."""
 
     def __init__(self, enabled):
-        self.bar = ProgressBar(enabled, keep=True)
+        self.enabled = enabled
+        self.bar = ProgressBar(enabled)
         self.phase = None
         self.started = time.perf_counter()
 
     def __call__(self, phase, done, total, loss):
         if phase != self.phase:
-            self.bar.newline()
             self.phase = phase
             self.started = time.perf_counter()
         fraction = min(1.0, done / total) if total else 1.0
@@ -149,6 +193,11 @@ class Progress:
             f"{100 * fraction:3.0f}%  loss {loss:.4f}  "
             f"{time.perf_counter() - self.started:5.1f} s",
         )
+
+    def note(self, line):
+        if self.enabled:
+            self.bar.close()
+            print(line, file=sys.stderr, flush=True)
 
     def close(self):
         self.bar.close()
@@ -227,9 +276,9 @@ def _output_directory(path, option):
             raise ValueError(f"{option}: {path}: exists and is not a directory")
 
 
-def _dataset(spec):
+def _dataset(spec, seed=0):
     if spec == "digits":
-        return pipeline.load_digits()
+        return pipeline.load_digits(seed)
     return pipeline.load_dataset(input_file(spec, "--data"))
 
 
@@ -240,6 +289,8 @@ def _options(args):
         raise ValueError(f"--lam must be in [0, 1], got {args.lam}")
     for name in ("beta", "group_beta", "epochs", "fine_tune_epochs", "step_decay"):
         value = getattr(args, name)
+        if value is None:
+            continue
         if not np.isfinite(value) or value < 0:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     if args.dense_epochs <= 0:
@@ -250,7 +301,19 @@ def _options(args):
             raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {value}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not (np.isfinite(args.max_drop) and 0 <= args.max_drop <= 100):
+        raise ValueError(f"--max-drop must be in [0, 100], got {args.max_drop}")
+    if args.target_bytes is not None and args.target_bytes < 1:
+        raise ValueError(f"--target-bytes must be >= 1, got {args.target_bytes}")
+    if not 0 < args.validation <= 0.5:
+        raise ValueError(f"--validation must be in (0, 0.5], got {args.validation}")
+    if not (np.isfinite(args.confidence) and args.confidence >= 0):
+        raise ValueError(f"--confidence must be >= 0, got {args.confidence}")
     return {
+        "confidence": args.confidence,
+        "max_drop": args.max_drop,
+        "target_bytes": args.target_bytes,
+        "validation": args.validation,
         "hidden": _hidden(args.hidden),
         "optimizer": args.optimizer,
         "lam": args.lam,
@@ -283,14 +346,16 @@ def _require_matplotlib():
 
 
 def run_compress(args):
-    """``demo`` and ``compress``: train, compress, print, save."""
+    """``demo`` and ``compress``: train, search, compress, print, save.  The
+    exit status is 0 when the budget held on the test split, 3 when the
+    tool reports a miss (the model is still written and printed)."""
     options = _options(args)
     if args.out:
         _output_file(args.out, "--out")
     if args.plot:
         _output_directory(args.plot, "--plot")
     plt = _require_matplotlib() if args.plot else None
-    data = _dataset(getattr(args, "data", "digits"))
+    data = _dataset(getattr(args, "data", "digits"), options["seed"])
     progress = Progress(not args.quiet)
     try:
         with single_thread_blas():  # for the plots' runs too
@@ -300,12 +365,17 @@ def run_compress(args):
                 options["dense_epochs"],
                 options["seed"],
                 lambda *a: progress("dense", *a),
+                options["validation"],
             )
-            result = pipeline.compress(data, progress=progress, dense=dense, **options)
+            result = pipeline.compress(
+                data,
+                progress=progress,
+                on_point=lambda point: progress.note(pipeline.format_point(point)),
+                dense=dense,
+                **options,
+            )
             figures = (
-                _plots(plt, data, dense, options, result, args.plot, progress)
-                if plt
-                else []
+                _plots(plt, data, options, result, args.plot, progress) if plt else []
             )
     finally:
         progress.close()
@@ -324,29 +394,45 @@ def run_compress(args):
             print(f"model written to {args.out}")
         for path in figures:
             print(f"figure written to {path}")
-    return 0
+    return 0 if result.met else 3
 
 
-def _plots(plt, data, dense, options, result, directory, progress):
-    """The sweep of beta and the loss curves, as PNGs in ``directory``."""
+def _plots(plt, data, options, result, directory, progress):
+    """The search's points and the loss curves, as PNGs in ``directory``."""
     os.makedirs(directory, exist_ok=True)
-    points = [(result.compression_ratio, result.accuracy, options["beta"])]
-    for factor in SWEEP:
-        if factor == 1.0:
-            continue
-        swept = dict(options, beta=options["beta"] * factor)
-        r = pipeline.compress(data, dense=dense, latency_budget=0.005, **swept)
-        points.append((r.compression_ratio, r.accuracy, swept["beta"]))
-        progress("sweep", len(points), len(SWEEP), r.history[-1]["loss"])
-    points.sort()
+    points = sorted(result.search, key=lambda p: p["compression_ratio"])
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([p[0] for p in points], [100 * p[1] for p in points], "o-")
-    for ratio, accuracy, beta in points:
-        ax.annotate(f"{beta:.2g}", (ratio, 100 * accuracy), fontsize=7)
-    ax.axhline(100 * result.dense_accuracy, color="gray", ls="--", label="dense")
+    ax.plot(
+        [p["compression_ratio"] for p in points],
+        [100 * p["estimated_accuracy"] for p in points],
+        "o-",
+        label="search (estimated, validation)",
+    )
+    for p in points:
+        ax.annotate(
+            f"{p['beta']:.2g}",
+            (p["compression_ratio"], 100 * p["estimated_accuracy"]),
+            fontsize=7,
+        )
+    ax.plot(
+        [result.compression_ratio],
+        [100 * result.accuracy],
+        "r*",
+        ms=12,
+        label="deployed (test)",
+    )
+    reference = 100 * result.budget["dense_validation_accuracy"]
+    ax.axhline(reference, color="gray", ls="--", label="dense (validation)")
+    if result.budget["max_drop"] is not None:
+        ax.axhline(
+            reference - result.budget["max_drop"],
+            color="gray",
+            ls=":",
+            label="budget",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("compression ratio (dense float32 bytes / model file bytes)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("accuracy (%)")
     sweep_path = os.path.join(directory, "accuracy_vs_compression.png")
     _save(
         plt,
@@ -358,17 +444,18 @@ def _plots(plt, data, dense, options, result, directory, progress):
 
     from kernels.train import train_mlp
 
-    X = pipeline.standardised(data)[0]
+    fit, _ = pipeline.validation_split(data, options["validation"], options["seed"])
+    X = pipeline.standardised(fit)[0]
     fig, ax = plt.subplots(figsize=(6, 4))
     for i, (label, optimizer, lam) in enumerate(CURVES):
         trained = train_mlp(
             X,
-            data.y_train,
+            fit.y_train,
             options["hidden"],
             optimizer=optimizer,
             lam=lam,
             penalty=options["penalty"],
-            beta=options["beta"],
+            beta=result.settings["beta"],
             group_beta=options["group_beta"],
             epochs=options["epochs"],
             batch_size=options["batch_size"],
@@ -385,7 +472,8 @@ def _plots(plt, data, dense, options, result, directory, progress):
         plt,
         fig,
         ax,
-        f"{data.name}: penalty {options['penalty']}, beta {options['beta']:g}",
+        f"{data.name}: penalty {options['penalty']}, "
+        f"beta {result.settings['beta']:.3g}",
         curves_path,
     )
     return [sweep_path, curves_path]
