@@ -89,6 +89,21 @@ def add_training_options(parser, data=True):
         "validation estimate (default: 0, the estimate itself)",
     )
     parser.add_argument(
+        "--sparsifier",
+        choices=pipeline.SPARSIFIERS,
+        default="l1",
+        help="l1: the penalty's strength is searched (default); gmp: gradual "
+        "magnitude pruning, the kept density is searched (with --beta, the "
+        "penalty beside it)",
+    )
+    parser.add_argument(
+        "--density",
+        type=float,
+        default=None,
+        help="with --sparsifier gmp: the kept fraction of each weight matrix "
+        "(default: searched)",
+    )
+    parser.add_argument(
         "--beta",
         type=float,
         default=None,
@@ -307,10 +322,16 @@ def _options(args):
         raise ValueError(f"--target-bytes must be >= 1, got {args.target_bytes}")
     if not 0 < args.validation <= 0.5:
         raise ValueError(f"--validation must be in (0, 0.5], got {args.validation}")
+    if args.density is not None and not 0 < args.density <= 1:
+        raise ValueError(f"--density must be in (0, 1], got {args.density}")
+    if args.density is not None and args.sparsifier != "gmp":
+        raise ValueError("--density applies to --sparsifier gmp")
     if not (np.isfinite(args.confidence) and args.confidence >= 0):
         raise ValueError(f"--confidence must be >= 0, got {args.confidence}")
     return {
         "confidence": args.confidence,
+        "sparsifier": args.sparsifier,
+        "density": args.density,
         "max_drop": args.max_drop,
         "target_bytes": args.target_bytes,
         "validation": args.validation,

@@ -336,6 +336,13 @@ def _latency(model, dense, X, budget):
 # default training; the start is the geometric middle of the two.
 SEARCH_START = 4e-3
 SEARCH_BOUNDS = (1e-6, 1.0)
+# The sparsifiers: "l1" searches the penalty's strength beta; "gmp"
+# (gradual magnitude pruning) searches the kept fraction of each weight
+# matrix, as its inverse (a strength that grows with the compression), from
+# 1 / 16 of the weights.
+SPARSIFIERS = ("l1", "gmp")
+GMP_START = 16.0
+GMP_BOUNDS = (1.0, 1e4)
 
 
 @dataclass
@@ -346,6 +353,7 @@ class SearchPoint:
     best deployment (``kernels._search.Candidate``) and what it cost."""
 
     beta: float
+    density: float
     sparse: object
     network: object
     removed: list
@@ -364,6 +372,7 @@ class SearchPoint:
         dense_bytes = self.dense_bytes
         return {
             "beta": self.beta,
+            "density": self.density,
             "nnz": self.best.model.nnz,
             "hidden": [layer.out_features for layer in self.best.model.layers[:-1]],
             "precision": self.best.label,
@@ -529,6 +538,8 @@ def compress(
     penalty="l1",
     beta=None,
     group_beta=0.0,
+    sparsifier="l1",
+    density=None,
     step=None,
     step_decay=0.1,
     epochs=100,
@@ -562,7 +573,12 @@ def compress(
     ``beta`` None searches the l1 strength on a log scale
     (``kernels._search.search_strength``: from ``SEARCH_START``, doubling
     or halving to bracket the goal's boundary, then three bisections);
-    a number trains that strength only.  ``bits`` None chooses each
+    a number trains that strength only.  ``sparsifier`` "gmp" prunes by
+    magnitude on Zhu & Gupta's schedule instead (``kernels.train``'s
+    ``density``), with ``penalty`` at strength ``beta`` beside it when
+    ``beta`` is given (None: no penalty); ``density`` None searches the
+    kept fraction of each weight matrix (from 1/16, halving or doubling,
+    then bisections), a number trains that density only.  ``bits`` None chooses each
     layer's precision (int 8 to 2 bits, float16) on the validation split;
     a number keeps every layer on that many bits.
 
@@ -588,6 +604,15 @@ def compress(
         raise ValueError(f"bits must be one of {BITS} or None, got {bits!r}")
     if beta is not None and not (math.isfinite(beta) and beta >= 0):
         raise ValueError(f"beta must be a number >= 0 or None, got {beta!r}")
+    if sparsifier not in SPARSIFIERS:
+        raise ValueError(
+            f"sparsifier must be one of {', '.join(SPARSIFIERS)}, got {sparsifier!r}"
+        )
+    if density is not None and not (
+        isinstance(density, numbers.Real) and 0 < density <= 1
+    ):
+        raise ValueError(f"density must be in (0, 1] or None, got {density!r}")
+    gmp = sparsifier == "gmp"
     hidden = [int(h) for h in hidden]
     if not hidden or min(hidden) < 1:
         raise ValueError(f"hidden must be one or more positive widths, got {hidden}")
@@ -621,15 +646,18 @@ def compress(
 
     def evaluate(strength):
         point_started = time.perf_counter()
+        kept = 1.0 / strength if gmp else None
+        strength_l1 = (beta or 0.0) if gmp else strength
         trained = train_mlp(
             X,
             fit.y_train,
             hidden,
             optimizer=optimizer,
             lam=lam,
-            penalty=penalty,
-            beta=strength,
+            penalty=penalty if strength_l1 or group_beta else None,
+            beta=strength_l1,
             group_beta=group_beta,
+            density=kept,
             step=step,
             step_decay=step_decay,
             epochs=epochs,
@@ -670,7 +698,7 @@ def compress(
             precisions,
         )
         point = SearchPoint(
-            strength, sparse, raw, removed, best, tried, fine_tuned, ifos,
+            strength_l1, kept, sparse, raw, removed, best, tried, fine_tuned, ifos,
             time.perf_counter() - point_started, history, goal.accepts(best),
             reference, dense_bytes,
         )  # fmt: skip
@@ -678,18 +706,18 @@ def compress(
             on_point(point)
         return point
 
-    if beta is not None:
-        points = {beta: evaluate(beta)}
+    fixed = density if gmp else beta
+    start, bounds = (GMP_START, GMP_BOUNDS) if gmp else (SEARCH_START, SEARCH_BOUNDS)
+    if fixed is not None:
+        strength = 1.0 / fixed if gmp else fixed
+        points = {strength: evaluate(strength)}
     elif goal.max_drop is not None:
         points = _search.search_strength(
-            evaluate, lambda p: goal.accepts(p.best), SEARCH_START, bounds=SEARCH_BOUNDS
+            evaluate, lambda p: goal.accepts(p.best), start, bounds=bounds
         )
     else:  # a size budget: weak strengths do not fit
         points = _search.search_strength(
-            evaluate,
-            lambda p: not goal.accepts(p.best),
-            SEARCH_START,
-            bounds=SEARCH_BOUNDS,
+            evaluate, lambda p: not goal.accepts(p.best), start, bounds=bounds
         )
     chosen = min(points.values(), key=lambda p: goal.rank(p.best))
     model = chosen.best.model
@@ -721,7 +749,9 @@ def compress(
         "lam": lam,
         "penalty": penalty,
         "beta": chosen.beta,
-        "searched": beta is None,
+        "sparsifier": sparsifier,
+        "density": chosen.density,
+        "searched": fixed is None,
         "group_beta": group_beta,
         "step": step,
         "step_decay": step_decay,
@@ -832,14 +862,28 @@ def format_point(point):
     """One line per strength the search trained (the progress output)."""
     best = point.best
     verdict = "ok" if point.accepted else "no"
+    strength = (
+        f"beta {point.beta:.3g}: "
+        if point.density is None
+        else f"density {point.density:.3g}: "
+    )
     return (
-        f"beta {point.beta:.3g}: {best.model.nnz:,} weights, {best.label}, "
+        strength + f"{best.model.nnz:,} weights, {best.label}, "
         f"{best.file_bytes:,} B ({point.dense_bytes / best.file_bytes:.0f}x), "
         f"estimated validation accuracy {100 * best.accuracy:.2f}% "
         f"({100 * (best.accuracy - point.reference):+.2f} "
         f"± {100 * best.spread:.2f}) {verdict}, "
         f"{point.seconds:.1f} s"
     )
+
+
+def _sparsifier_text(s):
+    searched = ", searched" if s["searched"] else ""
+    penalty = f", penalty {s['penalty']} (beta={s['beta']:.3g}"
+    if s["sparsifier"] != "gmp":
+        return penalty + searched
+    text = f", gradual magnitude pruning (density={s['density']:.3g}{searched}"
+    return text + (")" + penalty if s["beta"] else "")
 
 
 def format_result(result):
@@ -851,8 +895,7 @@ def format_result(result):
         f"data: {s['data']}; network {s['hidden']} hidden, "
         f"optimizer {s['optimizer']}"
         + ("" if s["lam"] is None else f" (lam={s['lam']})")
-        + f", penalty {s['penalty']} (beta={s['beta']:.3g}"
-        + (", searched" if s["searched"] else "")
+        + _sparsifier_text(s)
         + (f", group_beta={s['group_beta']:g}" if s["group_beta"] else "")
         + ")",
         "",

@@ -225,8 +225,9 @@ class _Updater:
     then the group penalty; keeps the cumulative penalty's state and, for
     fine-tuning, the sparsity mask."""
 
-    def __init__(self, network, penalty, beta, group_beta, mask, backend):
+    def __init__(self, network, penalty, beta, group_beta, mask, backend, density=None):
         self.network = network
+        self.density = density
         self.params = network.params
         self.elementwise, self.grouped = split(penalty)
         self.beta = beta
@@ -261,6 +262,31 @@ class _Updater:
             for W, m in zip(self.network.weights, self.mask, strict=True):
                 W *= m
 
+    def prune(self, progress):
+        """Gradual magnitude pruning (Zhu & Gupta 2017): at ``progress``
+        (the fraction of the budget spent) each weight matrix keeps its
+        largest ``1 - s`` of entries by magnitude, with the sparsity
+        s = s_f (1 - (1 - progress / 0.75) ** 3) rising to s_f = 1 -
+        ``density`` at three quarters of the budget; the pruned entries
+        stay zero (the mask) for the rest of the run."""
+        if self.density is None:
+            return
+        ramp = min(1.0, progress / 0.75)
+        kept = 1.0 - (1.0 - self.density) * (1.0 - (1.0 - ramp) ** 3)
+        masks = []
+        for W in self.network.weights:
+            keep = max(1, math.ceil(kept * W.size))
+            mask = np.zeros(W.size, bool)
+            if keep >= W.size:
+                mask[:] = True
+            else:
+                magnitude = np.abs(W).ravel()
+                mask[np.argpartition(magnitude, W.size - keep)[W.size - keep :]] = True
+            mask = mask.reshape(W.shape)
+            W *= mask
+            masks.append(mask)
+        self.mask = masks
+
     def objective(self, loss):
         weights = self.network.weights
         value = loss
@@ -292,6 +318,7 @@ def train_mlp(
     progress=None,
     backend=None,
     vcsg_options=None,
+    density=None,
 ):
     """Train a ReLU MLP classifier on ``X`` (n, d) and class indices ``y``
     (0 .. k-1) and return a ``TrainResult``.
@@ -304,7 +331,11 @@ def train_mlp(
     ``beta`` (element-wise l1 part) and ``group_beta`` (neuron groups).
     ``step`` the initial step (None: 0.001 for Adam, 0.05 otherwise),
     decaying to ``step * step_decay``.
-    ``epochs`` the IFO budget in passes over the data.  ``fine_tune``
+    ``epochs`` the IFO budget in passes over the data.  ``density``: gradual
+    magnitude pruning (Zhu & Gupta 2017) to that fraction of each weight
+    matrix, on their cubic schedule over the first three quarters of the
+    budget, pruned weights then held at zero (``_Updater.prune``), alone or
+    with a penalty.  ``fine_tune``
     keeps the zeros of the starting network's weights (train the survivors
     only; use with ``penalty=None``).  ``progress(ifos, budget, loss)`` is
     called after every epoch.  ``vcsg_options``: a dict overriding VCSG's
@@ -357,7 +388,15 @@ def train_mlp(
                 f"network {network.sizes} does not fit X with {X.shape[1]} "
                 f"features and {int(y.max()) + 1} classes"
             )
-    updater = _Updater(network, penalty, beta, group_beta, fine_tune, backend)
+    if density is not None:
+        density = _checks.scalar(density, "density", minimum=0.0, allow_inf=False)
+        if not 0 < density <= 1:
+            raise ValueError(f"density must be in (0, 1], got {density}")
+        if fine_tune:
+            raise ValueError(
+                "density (pruning) and fine_tune (a fixed mask) exclude each other"
+            )
+    updater = _Updater(network, penalty, beta, group_beta, fine_tune, backend, density)
     run = _TrainingRun(
         X, y, network, updater, step, step_decay, epochs * n, seed, progress
     )
@@ -436,6 +475,7 @@ class _TrainingRun:
             }
         )
         self.result.ifos, self.result.seconds = self.ifos, self.seconds
+        self.updater.prune(self.ifos / self.budget)
         if self.progress is not None:
             self.progress(self.ifos, self.budget, loss)
         self.start = time.perf_counter()

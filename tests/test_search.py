@@ -239,7 +239,12 @@ def test_the_command_line_prints_one_line_per_point():
 
 @pytest.mark.parametrize(
     "flag, value",
-    [("--max-drop", "-1"), ("--target-bytes", "0"), ("--validation", "0.9")],
+    [
+        ("--max-drop", "-1"),
+        ("--target-bytes", "0"),
+        ("--validation", "0.9"),
+        ("--density", "0.5"),
+    ],
 )
 def test_bad_budgets_are_one_line_errors(flag, value):
     status, out, err = run(["demo", flag, value])
@@ -261,3 +266,35 @@ def test_bad_budgets_are_one_line_errors(flag, value):
 def test_compress_rejects_bad_budgets(kwargs, message):
     with pytest.raises(ValueError, match=message):
         compress(load_digits(), **TINY, **kwargs)
+
+
+def test_gradual_magnitude_pruning_reaches_its_density():
+    from kernels.train import train_mlp
+
+    data = load_digits()
+    X = ((data.X_train - 8.0) / 8.0).astype(np.float32)
+    result = train_mlp(
+        X, data.y_train, (32, 16), optimizer="sgd", density=0.1, epochs=8
+    )
+    for W in result.network.weights:
+        assert np.count_nonzero(W) == int(np.ceil(0.1 * W.size))
+    nnz = [h["nnz"] for h in result.history]
+    assert nnz == sorted(nnz, reverse=True) and nnz[0] > nnz[-1]  # the schedule
+    with pytest.raises(ValueError, match="density"):
+        train_mlp(X, data.y_train, (8,), density=0.0, epochs=1)
+    with pytest.raises(ValueError, match="exclude"):
+        train_mlp(X, data.y_train, network=result.network, fine_tune=True, density=0.5)
+
+
+def test_the_search_over_density_keeps_the_budget():
+    r = compress(load_digits(), sparsifier="gmp", **TINY)
+    assert r.settings["sparsifier"] == "gmp" and r.settings["searched"]
+    densities = [p["density"] for p in r.search]
+    assert len(densities) >= 3 and all(0 < d <= 1 for d in densities)
+    assert r.settings["density"] in densities
+    assert r.budget["validation_met"] == any(p["acceptable"] for p in r.search)
+    assert "gradual magnitude pruning" in format_result(r)
+    fixed = compress(load_digits(), sparsifier="gmp", density=0.2, **TINY)
+    assert [p["density"] for p in fixed.search] == [0.2]
+    with pytest.raises(ValueError, match="sparsifier"):
+        compress(load_digits(), sparsifier="magic", **TINY)
