@@ -78,7 +78,8 @@ class Goal:
     def describe(self):
         """The goal in words."""
         if self.max_drop is not None:
-            return f"at most {self.max_drop:g} points below the dense model"
+            unit = "point" if self.max_drop == 1 else "points"
+            return f"at most {self.max_drop:g} {unit} below the dense model"
         return f"a model file of at most {self.target_bytes:,} bytes"
 
 

@@ -1,29 +1,38 @@
 """The compression pipeline (ALGORITHMS.md section 3): train sparse, prune,
 quantise, deploy, measure.
 
-``compress(data)`` runs the whole job on a ``Dataset``:
+``compress(data)`` runs the whole job on a ``Dataset``, for a goal: the
+most compressed model within ``max_drop`` points of the dense model's
+accuracy, or the most accurate one within ``target_bytes``, judged on a
+validation split of the training set (``validation_split``):
 
-1. standardise the features (mean and standard deviation of the training
-   set), later folded into the first layer so the deployed model takes raw
-   inputs;
+1. hold out the validation split; standardise the features (mean and
+   standard deviation of the rest), later folded into the first layer so
+   the deployed model takes raw inputs;
 2. train the dense baseline (Adam, no penalty) for the comparison;
-3. train with a sparsity penalty (``kernels.train.train_mlp``: SGD with
-   the decaying step and prox l1 by default; the source's cumulative l1
-   penalty is the alternative, less accurate at equal compression on
-   digits, see ``bench/compression_study.py``);
-4. remove dead neurons (``remove_dead_neurons``), then fine-tune the
-   surviving weights with the sparsity pattern fixed (Adam);
-5. quantise the survivors (``bits`` from 8 down to 2, one float16 scale
-   per row, packed two or four per byte on 4 or 2 bits), store each layer
-   in the layout of fewest bytes (dense, CSR, delta-index CSR or bitmask,
-   ``kernels.packed``), and keep the smallest precision whose training
-   accuracy stays within ``max_accuracy_drop`` of the float network
-   (``deploy``);
-6. measure on the held-out data: accuracy, bytes per layer, the three
+3. for each strength of the search (``kernels._search.search_strength``,
+   log scale: bracket, then bisection), train sparse
+   (``kernels.train.train_mlp``: SGD with the decaying step and prox l1
+   by default, or gradual magnitude pruning, ``sparsifier="gmp"``);
+   remove dead neurons (``remove_dead_neurons``); fine-tune the survivors
+   with the sparsity pattern fixed (Adam), kept when the validation split
+   says it helps;
+4. choose each layer's precision (int 8 to 2 bits, one float16 scale per
+   row, packed two or four per byte on 4 or 2 bits; float16; float32) and
+   its layout of fewest bytes (dense, CSR, delta-index CSR or bitmask,
+   ``kernels.packed``) against the goal (``kernels._search.
+   choose_deployment``); the best acceptable deployment of every strength
+   tried wins;
+5. measure on the test split, once: accuracy and the goal's verdict
+   (``CompressionResult.met``, ``budget``), bytes per layer, the three
    size ratios against the original dense network (``SparseMLP.sizes``:
    parameters, value bits, and the model file's bytes, the compression
    ratio), and batch-1 and batch-64 inference time of the compressed
    model against the dense one in NumPy.
+
+``deploy`` is the one-network step of earlier versions (one bit width,
+float fallbacks judged on given data), kept for callers that choose
+their own network.
 """
 
 import functools
@@ -43,7 +52,9 @@ from kernels.train import MLP, OPTIMIZERS, PENALTIES, train_mlp
 __all__ = [
     "Dataset",
     "CompressionResult",
+    "SearchPoint",
     "compress",
+    "validation_split",
     "deploy",
     "load_dataset",
     "load_digits",
@@ -726,6 +737,10 @@ def compress(
     budget = _budget_report(
         goal, chosen.best, accuracy, dense_accuracy, len(val.y_test)
     )
+    dense_test = dense_net.predict(X_test)
+    disagree = np.count_nonzero(model.predict(data.X_test) != data.classes[dense_test])
+    budget["test_spread"] = 100 * math.sqrt(disagree) / len(data.y_test)
+    budget["test_samples"] = len(data.y_test)
     dense_raw = _fold_standardiser(dense_net, mean, scale)
     latency = _latency(model, dense_raw, data.X_test, latency_budget)
     layers = [
@@ -842,8 +857,9 @@ def budget_line(result):
     when it did not."""
     b = result.budget
     where = (
-        f"test accuracy {-b['test_drop']:+.2f} points against the dense model "
-        f"(validation estimate {-b['validation_drop']:+.2f} "
+        f"test accuracy {0.0 - b['test_drop']:+.2f} ± {b.get('test_spread', 0):.2f} "
+        f"points against the dense model on {b.get('test_samples', '?')} samples "
+        f"(validation estimate {0.0 - b['validation_drop']:+.2f} "
         f"± {b['validation_spread']:.2f} on {b['validation_samples']} samples)"
     )
     if b["target_bytes"] is not None:
@@ -871,7 +887,7 @@ def format_point(point):
         strength + f"{best.model.nnz:,} weights, {best.label}, "
         f"{best.file_bytes:,} B ({point.dense_bytes / best.file_bytes:.0f}x), "
         f"estimated validation accuracy {100 * best.accuracy:.2f}% "
-        f"({100 * (best.accuracy - point.reference):+.2f} "
+        f"({100 * (best.accuracy - point.reference) + 0.0:+.2f} "
         f"± {100 * best.spread:.2f}) {verdict}, "
         f"{point.seconds:.1f} s"
     )
