@@ -160,6 +160,7 @@ def searched():
     return compress(load_digits(), **TINY)
 
 
+@pytest.mark.slow
 def test_the_search_finds_the_most_compressed_point_within_the_budget(searched):
     r = searched
     assert r.settings["searched"] and len(r.search) >= 4
@@ -175,6 +176,7 @@ def test_the_search_finds_the_most_compressed_point_within_the_budget(searched):
     assert r.budget["test_drop"] == pytest.approx(100 * (r.dense_accuracy - r.accuracy))
 
 
+@pytest.mark.slow
 def test_the_search_never_looks_at_the_test_split(searched):
     data = load_digits()
     rng = np.random.default_rng(0)
@@ -190,6 +192,7 @@ def test_the_search_never_looks_at_the_test_split(searched):
     assert other.model.to_bytes() == searched.model.to_bytes()
 
 
+@pytest.mark.slow
 def test_a_size_budget_gives_the_most_accurate_model_that_fits(searched):
     target = searched.file_bytes * 3
     r = compress(load_digits(), target_bytes=target, **TINY)
@@ -200,6 +203,7 @@ def test_a_size_budget_gives_the_most_accurate_model_that_fits(searched):
     )
 
 
+@pytest.mark.slow
 def test_a_size_budget_that_cannot_be_met_is_reported_as_a_miss():
     r = compress(load_digits(), target_bytes=50, **TINY)
     assert not r.met and not r.budget["validation_met"]
@@ -221,6 +225,7 @@ def run(argv):
     return status, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 def test_the_command_line_exits_3_on_a_miss_and_says_so():
     status, out, _ = run(["demo", *TINY_ARGS, "--target-bytes", "50"])
     assert status == 3 and "MISS" in out
@@ -228,6 +233,7 @@ def test_the_command_line_exits_3_on_a_miss_and_says_so():
     assert status == 3 and json.loads(out)["met"] is False
 
 
+@pytest.mark.slow
 def test_the_command_line_prints_one_line_per_point():
     out, err = io.StringIO(), io.StringIO()
     argv = ["demo", *TINY_ARGS[:-1], "--beta", "1e-3", "--max-drop", "50"]
@@ -268,6 +274,7 @@ def test_compress_rejects_bad_budgets(kwargs, message):
         compress(load_digits(), **TINY, **kwargs)
 
 
+@pytest.mark.slow
 def test_gradual_magnitude_pruning_reaches_its_density():
     from kernels.train import train_mlp
 
@@ -286,6 +293,7 @@ def test_gradual_magnitude_pruning_reaches_its_density():
         train_mlp(X, data.y_train, network=result.network, fine_tune=True, density=0.5)
 
 
+@pytest.mark.slow
 def test_the_search_over_density_keeps_the_budget():
     r = compress(load_digits(), sparsifier="gmp", **TINY)
     assert r.settings["sparsifier"] == "gmp" and r.settings["searched"]
