@@ -3,9 +3,10 @@ that ``python -m kernels demo`` builds, against the dense model it
 replaces (``kernels.benchmarks.compress``).
 
 ``setup_cache`` runs the demo's pipeline once (seed 0, its default
-options, the search included; about 30 s on the development VM) and keeps the arrays of the
-deployed ``SparseMLP`` and of the dense baseline (its standardisation
-folded into the first layer, so both take the raw 64-pixel input).
+options, the search included; about 30 s on the development VM) and
+keeps the arrays of the deployed ``SparseMLP`` and of the dense baseline
+(its standardisation folded into the first layer, so both take the raw
+64-pixel input).
 
 * ``Inference``: ``forward`` of one sample (batch 1, a 1-D input) and of a
   batch of 64, "<backend>" for the compressed model on each of our

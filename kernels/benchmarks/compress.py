@@ -3,10 +3,11 @@
 builds, against the dense model it replaces.
 
 ``demo_models()`` runs the demo's pipeline once (seed 0, its default
-options; about 10 s on the development VM) and returns the deployed
-``SparseMLP`` as a model file's bytes, the dense baseline's arrays (its
-standardisation folded into the first layer, so that both take the raw
-64-pixel input), the test inputs and the pipeline's figures.
+options, the search included; about 30 s on the development VM) and
+returns the deployed ``SparseMLP`` as a model file's bytes, the dense
+baseline's arrays (its standardisation folded into the first layer, so
+that both take the raw 64-pixel input), the test inputs and the
+pipeline's figures.
 ``inference(models, batch)`` is ``forward`` of the deployed model on one
 sample (batch 1, a 1-D input) or a batch, against the peer ``"dense"``,
 the dense ``MLP``'s ``logits``: the NumPy a user would write (a product,
