@@ -51,6 +51,13 @@ def _parser():
     predict.add_argument("model", metavar="MODEL.bin")
     predict.add_argument("--data", default="digits", metavar="digits|FILE.npz")
     predict.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="with --data digits: the split's seed, the --seed the model was "
+        "compressed with (default: 0)",
+    )
+    predict.add_argument(
         "--backend", default=None, help="cython, numba or numpy (default: best)"
     )
     cli.add_output_options(predict)

@@ -517,7 +517,7 @@ def run_predict(args):
         input_file(args.model, "MODEL", "no such model file"), backend=args.backend
     )
     if args.data == "digits":
-        data = pipeline.load_digits()
+        data = pipeline.load_digits(args.seed)
         X, labels = data.X_test, data.classes[data.y_test]
     else:
         X, labels = _test_set(input_file(args.data, "--data"))

@@ -21,6 +21,7 @@ from kernels.compress import (
     load_digits,
     validation_split,
 )
+from kernels.nn import SparseMLP
 from kernels.train import MLP
 
 # A search the pipeline runs in a few seconds.
@@ -306,3 +307,20 @@ def test_the_search_over_density_keeps_the_budget():
     assert [p["density"] for p in fixed.search] == [0.2]
     with pytest.raises(ValueError, match="sparsifier"):
         compress(load_digits(), sparsifier="magic", **TINY)
+
+
+def test_predict_on_digits_takes_the_split_of_its_seed(tmp_path):
+    from kernels.compress import compress as run_compress
+
+    path = str(tmp_path / "m.bin")
+    run_compress(load_digits(seed=3), beta=1e-3, seed=3, **TINY).model.save(path)
+    outputs = {}
+    for seed in (0, 3):
+        status, out, _ = run(["predict", path, "--seed", str(seed), "--json"])
+        assert status == 0
+        outputs[seed] = json.loads(out)["accuracy"]
+    model = SparseMLP.load(path)
+    data = load_digits(seed=3)
+    assert outputs[3] == pytest.approx(
+        np.mean(model.predict(data.X_test) == data.y_test)
+    )
