@@ -334,9 +334,11 @@ def products(draw):
     )
 
 
-def _product(A, operation, dense, backend):
-    """Run ``operation`` on A and compare with ``dense`` (the float64
-    oracle of A's values); inputs of moderate size only."""
+def _product(A, operation, matrices, backend):
+    """Run ``operation`` on A and compare with ``dense`` of ``matrices``
+    (``_dense``: the float64 oracle of A's values, and their magnitudes,
+    which set the tolerance); inputs of moderate size only."""
+    dense, magnitude = matrices
     name, k = operation
     m, n = A.shape
     if n > 10**5:  # a legitimate shape too large for the oracle: x is checked
@@ -357,7 +359,7 @@ def _product(A, operation, dense, backend):
         X = rng.uniform(-3, 3, (n, k))
         result = kernels.spmm(A, X, layout="features", backend=backend)
         expected = dense @ X
-    scale = 3 * np.abs(dense[np.isfinite(dense)]).sum() + 1
+    scale = 3 * magnitude[np.isfinite(magnitude)].sum() + 1
     _compare(result, expected, A.dtype, scale=scale)
 
 
@@ -384,14 +386,16 @@ def _compare(result, expected, dtype, scale=1.0):
 
 
 def _dense(m, n, entries):
-    """The float64 matrix of (row, column, value) triples, summed (None
-    for a shape too large to hold)."""
+    """The float64 matrix of (row, column, value) triples, summed, and the
+    matrix of their magnitudes summed (the scale of the rounding error when
+    duplicates cancel); (None, None) for a shape too large to hold."""
     if n > 10**5:
-        return None
-    dense = np.zeros((m, n))
+        return None, None
+    dense, magnitude = np.zeros((m, n)), np.zeros((m, n))
     for i, j, v in entries:
         dense[i, j] += v
-    return dense
+        magnitude[i, j] += abs(v)
+    return dense, magnitude
 
 
 # Families: each returns (strategy, run), run(case, backend) -> expectation
@@ -482,12 +486,13 @@ def run_bsr(case, backend):
         return _refused(build)
     A = build()
     values, dtype = data
-    dense = _dense(*shape, ())
+    dense, magnitude = _dense(*shape, ())
     for i, k, j in _entries(indptr, indices) if dense is not None else ():
         dense[i * r : (i + 1) * r, j * c : (j + 1) * c] += values[k]
+        magnitude[i * r : (i + 1) * r, j * c : (j + 1) * c] += np.abs(values[k])
     if A.dtype != dtype:
         raise Finding(f"BSRMatrix of {A.dtype}, expected {dtype}")
-    _product(A, case["operation"], dense, backend)
+    _product(A, case["operation"], (dense, magnitude), backend)
     return "valid"
 
 
