@@ -514,3 +514,15 @@ def test_paths_on_the_command_line(hostile_paths, model_file, kind, argv):
     assert status == 1, (status, out, err)
     assert out == "" and err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("error: ") and reason in err, err
+
+
+@pytest.mark.parametrize("backend", kernels.available_backends())
+def test_quantized_transpose_with_a_huge_scale_and_a_stored_zero(backend):
+    # found by the attack suite's long run (seed 1367555466): x times the
+    # row's scale overflowed to inf in float32, and the stored 0 gave NaN
+    A = kernels.QuantizedCSR(
+        np.array([0], np.int32), np.array([0], np.int32),
+        np.array([0, 0, 1], np.int32), [0.0, 3e38], (2, 1), bits=2,
+    )  # fmt: skip
+    y = kernels.spmv_t(A, np.array([0.8, -1.4]), backend=backend)
+    np.testing.assert_array_equal(y, [0.0])

@@ -494,10 +494,13 @@ def qcsr_matvec_t(values, indices, indptr, scales, x, alpha, beta, y):
     a, b = _cast(alpha, beta, y)
     real = y.dtype.type
     _scale_in_place(y, b)
+    # x[i] times its row's scale in float64: in float32 it can overflow to
+    # inf where the scale is near float32's largest, and a stored zero value
+    # would then give NaN (0 * inf) where the product is 0
     for i in range(indptr.size - 1):
-        xi = a * (scales[i] * x[i])
+        xi = np.float64(a) * (np.float64(scales[i]) * np.float64(x[i]))
         for j in range(np.uintp(indptr[i]), np.uintp(indptr[i + 1])):
-            y[np.uintp(indices[j])] += real(values[j]) * xi
+            y[np.uintp(indices[j])] += real(np.float64(values[j]) * xi)
 
 
 @kernel(**_FAST)
