@@ -104,7 +104,7 @@ class Candidate:
         return names[0] if len(set(names)) == 1 else ",".join(names)
 
 
-def _deployment(network, classes, precisions, dense_size):
+def deployment(network, classes, precisions, dense_size=None):
     """The ``SparseMLP`` of ``network`` with ``precisions`` per layer, each
     layer in its layout of fewest bytes."""
     codecs = [p if isinstance(p, str) else "int" for p in precisions]
@@ -161,7 +161,7 @@ def choose_deployment(
 
     def candidate(precisions):
         if precisions not in cache:
-            model = _deployment(network, classes, precisions, dense_size)
+            model = deployment(network, classes, precisions, dense_size)
             predicted = model.predict(X_val)
             disagree = np.count_nonzero(predicted != classes[dense_val])
             cost = max(

@@ -295,18 +295,11 @@ def deploy(
     model's ``bits``), "float16" or "float32"."""
     if bits not in BITS:
         raise ValueError(f"bits must be one of {BITS}, got {bits!r}")
-    candidates = [("int", bits), ("float16", None), ("float32", None)]
     if X_check is not None:
         reference = network.accuracy(X_check, y_check)
-    for codec, codec_bits in candidates:
-        model = SparseMLP.from_dense(
-            network.weights,
-            network.biases,
-            fmt="auto",
-            codec=codec,
-            bits=codec_bits,
-            classes=classes,
-            dense_size=dense_size,
+    for precision in (bits, "float16", "float32"):
+        model = _search.deployment(
+            network, classes, (precision,) * len(network.weights), dense_size
         )
         if X_check is None:
             break

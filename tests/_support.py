@@ -1,8 +1,10 @@
 """Helpers shared by the test modules (conftest.py holds the fixtures)."""
 
+import io
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 from hypothesis import strategies as st
@@ -107,3 +109,13 @@ def arrays(dtype, shape, bound=1e3):
 def thresholds(maximum=20.0):
     """Non-negative thresholds, 0 and exact values included."""
     return st.one_of(st.just(0.0), st.floats(0.0, maximum, allow_subnormal=False))
+
+
+def run_main(argv):
+    """``python -m kernels ARGV`` in this process: (status, stdout, stderr)."""
+    from kernels.__main__ import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        status = main(argv)
+    return status, out.getvalue(), err.getvalue()

@@ -4,16 +4,13 @@ loaders validate, the pipeline end to end on a small configuration (its
 figures consistent with the model it returns, the saved model predicting
 identically), and the command line's output and errors."""
 
-import io
 import json
 import os
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
-from _support import run_python
+from _support import run_main, run_python
 
-from kernels.__main__ import main
 from kernels.compress import (
     Dataset,
     _fold_standardiser,
@@ -267,11 +264,7 @@ def test_load_dataset_rejects_pickles_and_non_archives(tmp_path):
 # The command line -------------------------------------------------------------
 
 
-def run(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main(argv)
-    return status, out.getvalue(), err.getvalue()
+run = run_main
 
 
 @pytest.mark.slow

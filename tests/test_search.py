@@ -4,15 +4,13 @@ bisection of the strength, the per-layer precision choice, the test split
 left untouched until the report, and a miss reported as a miss by the
 function, the table and the command line."""
 
-import io
 import json
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
+from _support import run_main
 
 from kernels import _search
-from kernels.__main__ import main
 from kernels.compress import (
     Dataset,
     _budget_report,
@@ -219,11 +217,7 @@ def test_a_test_split_miss_is_reported_as_a_miss():
     assert report["test_drop"] == pytest.approx(5.0)
 
 
-def run(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main(argv)
-    return status, out.getvalue(), err.getvalue()
+run = run_main
 
 
 @pytest.mark.slow
@@ -236,12 +230,10 @@ def test_the_command_line_exits_3_on_a_miss_and_says_so():
 
 @pytest.mark.slow
 def test_the_command_line_prints_one_line_per_point():
-    out, err = io.StringIO(), io.StringIO()
     argv = ["demo", *TINY_ARGS[:-1], "--beta", "1e-3", "--max-drop", "50"]
-    with redirect_stdout(out), redirect_stderr(err):
-        status = main(argv)
+    status, _, err = run(argv)
     assert status == 0
-    assert err.getvalue().count("beta 0.001:") == 1
+    assert err.count("beta 0.001:") == 1
 
 
 @pytest.mark.parametrize(
