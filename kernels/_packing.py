@@ -57,7 +57,8 @@ def entries(meta, structure, indptr):
         )[:, :n]
         rows, cols = np.nonzero(bits)
         return rows, cols
-    rows = np.repeat(np.arange(m), np.diff(indptr.astype(np.int64)))
+    # np.intp counts: np.repeat refuses to cast int64 ones on 32-bit NumPy
+    rows = np.repeat(np.arange(m), np.diff(indptr.astype(np.intp)))
     if layout == LAYOUT_CSR:
         return rows, structure[:count].astype(np.int64)
     steps = decode_gaps(structure, index, count) + 1
